@@ -1,0 +1,437 @@
+"""The per-connection session: two protocol machines and the auth flow.
+
+A :class:`Session` owns the connection state, composes a client-facing
+and an upstream-facing machine of one protocol, and runs the login: split
+the credentials, ask the driver to check each configured method in the
+order certificate, piggyback, aaa, select the upstream, let the upstream
+machine log in (method ``mailhost``), then relay. Every protocol uses this
+one flow; a protocol package only supplies its two machines.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections import deque
+
+from . import machine as m
+from .delimiters import SplitCredentials, split_credentials
+from .errors import CredentialsError, LocalProtocolError
+from .events import (
+    AuthenticationFailed,
+    AuthenticationRequired,
+    AuthenticationSucceeded,
+    CloseConnection,
+    CloseUpstream,
+    CredentialsObserved,
+    Direction,
+    Event,
+    ForwardData,
+    ProtocolErrorObserved,
+    SendToClient,
+    SendToUpstream,
+    Side,
+    StartTLS,
+    StateChanged,
+    UpstreamSelected,
+)
+from .settings import AuthMethod, SessionSettings, UpstreamServer
+from .states import ConnectionState, check_transition
+
+_S = ConnectionState
+
+
+class Session(abc.ABC):
+    """One client connection of one protocol, from greeting to relay.
+
+    Each method returns the events that follow from the call, in the order
+    the driver must act on them. After a :class:`CloseConnection` event
+    every further call returns ``[]``.
+
+    :param settings: the listener's settings.
+    """
+
+    def __init__(self, settings: SessionSettings) -> None:
+        self.settings = settings
+        self._state = _S.UNAUTHENTICATED
+        self._client = self._make_client_machine()
+        self._upstream: m.UpstreamMachine | None = None
+        self._started = False
+        self._failures = 0
+        self._login: m.LoginRequested | None = None
+        self._credentials: SplitCredentials | None = None
+        self._pending_methods: deque[AuthMethod] = deque()
+        self._awaiting: AuthMethod | None = None
+        self._selected: UpstreamServer | None = None
+        self._upstream_open = False
+        self._awaiting_tls: Side | None = None
+        self._closed = False
+        #: The AAA group of the user, as the last ``aaa`` result reported it.
+        self.group: str | None = None
+
+    @abc.abstractmethod
+    def _make_client_machine(self) -> m.ClientMachine:
+        """Create the protocol's client-facing machine."""
+
+    @abc.abstractmethod
+    def _make_upstream_machine(
+        self, server: UpstreamServer, login: m.UpstreamLogin | None
+    ) -> m.UpstreamMachine:
+        """Create the protocol's upstream-facing machine."""
+
+    @property
+    def state(self) -> ConnectionState:
+        """The connection's current state."""
+        return self._state
+
+    @property
+    def closed(self) -> bool:
+        """Whether the session has told the driver to close."""
+        return self._closed
+
+    @property
+    def failed_logins(self) -> int:
+        """How many logins have failed on this connection."""
+        return self._failures
+
+    # Driver calls -------------------------------------------------------
+
+    def start(self) -> list[Event]:
+        """Return the greeting; call once, after the client's TLS handshake.
+
+        :raises LocalProtocolError: when called twice.
+        """
+        if self._started:
+            raise LocalProtocolError("start() was already called")
+        self._started = True
+        return [SendToClient(data=self._client.greeting())]
+
+    def receive_client(self, data: bytes) -> list[Event]:
+        """Consume bytes from the client; ``b""`` means it closed.
+
+        Once authenticated, the bytes come back in a :class:`ForwardData`
+        event as the very same object.
+        """
+        self._require_started()
+        if self._closed:
+            return []
+        if not data:
+            return self._close("client closed the connection")
+        if self._state is _S.AUTHENTICATED:
+            return [ForwardData(direction=Direction.TO_UPSTREAM, data=data)]
+        if self._awaiting_tls is Side.CLIENT:
+            return self._close_after_violation(
+                Side.CLIENT, "client sent data during the TLS handshake"
+            )
+        return self._run_client(self._client.receive(data))
+
+    def receive_upstream(self, data: bytes) -> list[Event]:
+        """Consume bytes from the upstream server; ``b""`` means it closed."""
+        self._require_started()
+        if self._closed:
+            return []
+        if self._state is _S.AUTHENTICATED:
+            if not data:
+                return self._close("upstream closed the connection")
+            return [ForwardData(direction=Direction.TO_CLIENT, data=data)]
+        upstream = self._upstream
+        if upstream is None:
+            raise LocalProtocolError("no upstream connection is open")
+        if not data:
+            return self._fail_login(
+                AuthMethod.MAILHOST,
+                "upstream closed during the login",
+                unavailable=True,
+            )
+        if self._awaiting_tls is Side.UPSTREAM:
+            return self._fail_login(
+                AuthMethod.MAILHOST,
+                "upstream sent data before the TLS handshake",
+                unavailable=True,
+            )
+        return self._run_upstream(upstream.receive(data))
+
+    def authentication_result(
+        self,
+        method: AuthMethod,
+        *,
+        success: bool,
+        reason: str = "",
+        group: str | None = None,
+    ) -> list[Event]:
+        """Answer an :class:`AuthenticationRequired` event.
+
+        :param method: the method that was checked.
+        :param success: whether it passed.
+        :param reason: why it failed, for the log.
+        :param group: the user's group, when the AAA server returned one.
+        :raises LocalProtocolError: when no check of ``method`` is pending.
+        """
+        if self._closed:
+            return []
+        if self._awaiting is not method or method is AuthMethod.MAILHOST:
+            raise LocalProtocolError(f"no {method.value} check is pending")
+        self._awaiting = None
+        if not success:
+            return self._fail_login(method, reason or f"{method.value} check failed")
+        if group is not None:
+            self.group = group
+        events: list[Event] = [AuthenticationSucceeded(method=method)]
+        events.extend(self._next_step())
+        return events
+
+    def upstream_connected(self) -> list[Event]:
+        """Answer an :class:`UpstreamSelected` event: the connection is up.
+
+        :raises LocalProtocolError: when no upstream was selected.
+        """
+        if self._closed:
+            return []
+        server = self._selected
+        if server is None or self._upstream is not None:
+            raise LocalProtocolError("no upstream connection was requested")
+        self._upstream = self._make_upstream_machine(server, self._upstream_login())
+        self._upstream_open = True
+        return []
+
+    def upstream_failed(self, reason: str) -> list[Event]:
+        """Answer an :class:`UpstreamSelected` event: connecting failed.
+
+        :raises LocalProtocolError: when no upstream was selected.
+        """
+        if self._closed:
+            return []
+        if self._selected is None:
+            raise LocalProtocolError("no upstream connection was requested")
+        return self._fail_login(AuthMethod.MAILHOST, reason, unavailable=True)
+
+    def tls_established(self, side: Side) -> list[Event]:
+        """Continue after the handshake that a :class:`StartTLS` requested.
+
+        :raises LocalProtocolError: when no handshake on ``side`` is pending.
+        """
+        if self._closed:
+            return []
+        if self._awaiting_tls is not side:
+            raise LocalProtocolError(
+                f"no TLS handshake with the {side.value} is pending"
+            )
+        self._awaiting_tls = None
+        if side is Side.CLIENT:
+            return self._run_client(self._client.tls_established())
+        assert self._upstream is not None
+        return self._run_upstream(self._upstream.tls_established())
+
+    def shutdown(self, text: str = "Server shutting down") -> list[Event]:
+        """End the session for a graceful stop, unless it is authenticated.
+
+        :returns: the protocol's goodbye and a close before authentication;
+            ``[]`` once authenticated, so the driver lets the relay drain.
+        """
+        if self._closed or self._state is _S.AUTHENTICATED:
+            return []
+        events: list[Event] = [SendToClient(data=self._client.goodbye(text))]
+        events.extend(self._close("proxy is shutting down"))
+        return events
+
+    # Client side --------------------------------------------------------
+
+    def _run_client(self, outputs: list[m.ClientOutput]) -> list[Event]:
+        events: list[Event] = []
+        for output in outputs:
+            if isinstance(output, m.Reply):
+                events.append(SendToClient(data=output.data))
+            elif isinstance(output, m.LoginRequested):
+                events.extend(self._begin_login(output))
+            elif isinstance(output, m.TlsRequested):
+                self._awaiting_tls = Side.CLIENT
+                events.append(StartTLS(side=Side.CLIENT))
+            elif isinstance(output, m.CloseRequested):
+                events.extend(self._close(output.reason))
+            else:
+                events.extend(self._report_violation(Side.CLIENT, output))
+            if self._closed:
+                break
+        return events
+
+    def _begin_login(self, login: m.LoginRequested) -> list[Event]:
+        events = self._move_to(_S.AUTHENTICATING)
+        self._login = login
+        methods = self.settings.methods
+        try:
+            credentials = split_credentials(
+                login.username,
+                login.password,
+                delimiters=self.settings.delimiters,
+                servers=self.settings.servers.keys(),
+                vpn_part=AuthMethod.AAA in methods,
+                mail_part=AuthMethod.MAILHOST in methods,
+            )
+        except CredentialsError as error:
+            events.extend(self._fail_login(None, error.reason))
+            return events
+        self._credentials = credentials
+        events.append(
+            CredentialsObserved(
+                username=login.username,
+                credentials=credentials,
+                mechanism=login.mechanism,
+            )
+        )
+        ordered = self.settings.ordered_methods()
+        self._pending_methods = deque(
+            x for x in ordered if x is not AuthMethod.MAILHOST
+        )
+        events.extend(self._next_step())
+        return events
+
+    def _next_step(self) -> list[Event]:
+        credentials = self._credentials
+        assert credentials is not None
+        if self._pending_methods:
+            method = self._pending_methods.popleft()
+            self._awaiting = method
+            return [AuthenticationRequired(method=method, credentials=credentials)]
+        name = credentials.server or self.settings.default_server
+        if name is None:
+            return self._fail_login(None, "no server was named and none is the default")
+        self._selected = self.settings.servers[name]
+        return [UpstreamSelected(server=self._selected)]
+
+    def _upstream_login(self) -> m.UpstreamLogin | None:
+        if AuthMethod.MAILHOST not in self.settings.methods:
+            return None
+        login, credentials = self._login, self._credentials
+        assert login is not None and credentials is not None
+        authzid = login.authzid if login.authzid != login.username else ""
+        return m.UpstreamLogin(
+            username=credentials.mail_user,
+            secret=credentials.mail_password,
+            authzid=authzid,
+            mechanism=login.mechanism,
+            is_token=login.is_token,
+        )
+
+    # Upstream side ------------------------------------------------------
+
+    def _run_upstream(self, outputs: list[m.UpstreamOutput]) -> list[Event]:
+        events: list[Event] = []
+        for output in outputs:
+            if isinstance(output, m.Reply):
+                events.append(SendToUpstream(data=output.data))
+            elif isinstance(output, m.TlsRequested):
+                self._awaiting_tls = Side.UPSTREAM
+                events.append(StartTLS(side=Side.UPSTREAM))
+            elif isinstance(output, m.LoginSucceeded):
+                events.extend(self._finish_login(output.reply))
+            elif isinstance(output, m.LoginFailed):
+                events.extend(
+                    self._fail_login(
+                        AuthMethod.MAILHOST,
+                        output.reason,
+                        output.reply,
+                        unavailable=output.unavailable,
+                    )
+                )
+            else:
+                events.extend(self._report_violation(Side.UPSTREAM, output))
+                if output.fatal and not self._closed:
+                    events.extend(
+                        self._fail_login(
+                            AuthMethod.MAILHOST, output.message, unavailable=True
+                        )
+                    )
+            if self._closed or self._state is not _S.AUTHENTICATING:
+                break
+        return events
+
+    def _finish_login(self, reply: m.UpstreamReply) -> list[Event]:
+        upstream = self._upstream
+        assert upstream is not None
+        events: list[Event] = []
+        if AuthMethod.MAILHOST in self.settings.methods:
+            events.append(AuthenticationSucceeded(method=AuthMethod.MAILHOST))
+        events.append(SendToClient(data=self._client.login_succeeded(reply)))
+        events.extend(self._move_to(_S.AUTHENTICATED))
+        # Bytes that arrived on either side before the login finished are
+        # relay data too; they are copies, since they were buffered.
+        held = self._client.take_held()
+        if held:
+            events.append(ForwardData(direction=Direction.TO_UPSTREAM, data=held))
+        remaining = upstream.take_remaining()
+        if remaining:
+            events.append(ForwardData(direction=Direction.TO_CLIENT, data=remaining))
+        return events
+
+    # Failure and close --------------------------------------------------
+
+    def _fail_login(
+        self,
+        method: AuthMethod | None,
+        reason: str,
+        reply: m.UpstreamReply | None = None,
+        *,
+        unavailable: bool = False,
+    ) -> list[Event]:
+        self._failures += 1
+        attempts_left = max(self.settings.max_auth_attempts - self._failures, 0)
+        failure = self._client.login_failed(reply, unavailable=unavailable)
+        events: list[Event] = [
+            SendToClient(data=failure),
+            AuthenticationFailed(
+                method=method, reason=reason, attempts_left=attempts_left
+            ),
+        ]
+        events.extend(self._reset_login())
+        events.extend(self._move_to(_S.UNAUTHENTICATED))
+        if attempts_left == 0:
+            goodbye = self._client.goodbye("Too many failed logins")
+            events.append(SendToClient(data=goodbye))
+            events.extend(self._close("too many failed logins"))
+            return events
+        events.extend(self._run_client(self._client.resume()))
+        return events
+
+    def _reset_login(self) -> list[Event]:
+        events: list[Event] = []
+        if self._upstream_open:
+            events.append(CloseUpstream(reason="upstream login ended without success"))
+        self._upstream = None
+        self._upstream_open = False
+        self._selected = None
+        self._awaiting = None
+        self._awaiting_tls = None
+        self._login = None
+        self._credentials = None
+        self._pending_methods.clear()
+        return events
+
+    def _report_violation(self, side: Side, violation: m.Violation) -> list[Event]:
+        events: list[Event] = [
+            ProtocolErrorObserved(
+                side=side, message=violation.message, fatal=violation.fatal
+            )
+        ]
+        if violation.fatal and side is Side.CLIENT:
+            events.extend(self._close(violation.message))
+        return events
+
+    def _close_after_violation(self, side: Side, message: str) -> list[Event]:
+        return self._report_violation(side, m.Violation(message=message, fatal=True))
+
+    def _close(self, reason: str) -> list[Event]:
+        events = self._move_to(_S.CLOSED)
+        self._closed = True
+        events.append(CloseConnection(reason=reason))
+        return events
+
+    def _move_to(self, new: ConnectionState) -> list[Event]:
+        old = self._state
+        if old is new:
+            return []
+        check_transition(old, new)
+        self._state = new
+        return [StateChanged(old=old, new=new)]
+
+    def _require_started(self) -> None:
+        if not self._started:
+            raise LocalProtocolError("call start() before feeding data")

@@ -1,0 +1,133 @@
+"""Settings that a driver builds and passes to a session.
+
+The core reads no file: the reference proxy turns its TOML configuration
+into these objects, and any other driver may build them directly.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Final
+
+from .delimiters import Delimiters
+from .errors import ConfigurationError
+
+
+class AuthMethod(enum.Enum):
+    """An authentication method; a login must pass every configured one."""
+
+    CERTIFICATE = "certificate"
+    PIGGYBACK = "piggyback"
+    AAA = "aaa"
+    MAILHOST = "mailhost"
+
+
+#: The order in which configured methods are checked.
+METHOD_ORDER: Final = (
+    AuthMethod.CERTIFICATE,
+    AuthMethod.PIGGYBACK,
+    AuthMethod.AAA,
+    AuthMethod.MAILHOST,
+)
+
+
+class UpstreamTLS(enum.Enum):
+    """How the proxy protects its connection to an upstream server."""
+
+    IMPLICIT = "implicit"
+    STARTTLS = "starttls"
+    NONE = "none"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UpstreamServer:
+    """An upstream mail server that users may select by name.
+
+    :param name: the name users type after the server separator.
+    :param host: host name or address to connect to.
+    :param port: TCP port.
+    :param tls: how to protect the connection.
+    :param verify: whether the driver verifies the server's certificate.
+    """
+
+    name: str
+    host: str
+    port: int
+    tls: UpstreamTLS = UpstreamTLS.NONE
+    verify: bool = True
+
+    def __post_init__(self) -> None:
+        if not 0 < self.port < 65536:
+            raise ConfigurationError(
+                f"port = {self.port} of server {self.name!r} is invalid; use 1 to 65535"
+            )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Limits:
+    """Size and count limits before authentication, in octets and commands.
+
+    The defaults are IMAP's; each protocol module documents its own and
+    their sources.
+
+    :param max_line: longest command line, terminator included, literals
+        excluded.
+    :param max_sasl_line: longest SASL response line.
+    :param max_literal: largest literal accepted before authentication.
+    :param max_buffered: bytes held for one connection before
+        authentication, pipelined commands included.
+    :param max_commands: commands accepted before authentication.
+    """
+
+    max_line: int = 8192
+    max_sasl_line: int = 12288
+    max_literal: int = 8192
+    max_buffered: int = 65536
+    max_commands: int = 50
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SessionSettings:
+    """Everything a session of one listener needs to know.
+
+    :param methods: the configured authentication methods, in any order;
+        the session checks them in :data:`METHOD_ORDER`.
+    :param servers: the upstream servers users may select, by name.
+    :param default_server: the server used when the user names none, or
+        ``None`` so that such a login fails.
+    :param delimiters: the credential separators.
+    :param max_auth_attempts: failed logins allowed per connection before
+        the connection is closed.
+    :param starttls_required: the listener speaks plain text first and
+        accepts no credentials before the client's STARTTLS.
+    :param limits: size and count limits before authentication.
+    :param greeting: text of the proxy's greeting line.
+    """
+
+    methods: frozenset[AuthMethod] = frozenset({AuthMethod.AAA, AuthMethod.MAILHOST})
+    servers: Mapping[str, UpstreamServer] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
+    default_server: str | None = None
+    delimiters: Delimiters = field(default_factory=Delimiters)
+    max_auth_attempts: int = 3
+    starttls_required: bool = False
+    limits: Limits = field(default_factory=Limits)
+    greeting: str = "mailproxy ready"
+
+    def __post_init__(self) -> None:
+        if not self.methods:
+            raise ConfigurationError("authentication must name at least one method")
+        if self.default_server is not None and self.default_server not in self.servers:
+            raise ConfigurationError(
+                f"default_server = {self.default_server!r} is not a configured server"
+            )
+        if self.max_auth_attempts < 1:
+            raise ConfigurationError("max_auth_attempts must be at least 1")
+
+    def ordered_methods(self) -> tuple[AuthMethod, ...]:
+        """Return the configured methods in the order they are checked."""
+        return tuple(m for m in METHOD_ORDER if m in self.methods)
