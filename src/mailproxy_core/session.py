@@ -34,7 +34,7 @@ from .events import (
     StateChanged,
     UpstreamSelected,
 )
-from .settings import AuthMethod, SessionSettings, UpstreamServer
+from .settings import AuthMethod, Limits, SessionSettings, UpstreamServer
 from .states import ConnectionState, check_transition
 
 _S = ConnectionState
@@ -50,8 +50,13 @@ class Session(abc.ABC):
     :param settings: the listener's settings.
     """
 
+    #: The protocol's limits, used when ``settings.limits`` is ``None``.
+    DEFAULT_LIMITS: Limits = Limits()
+
     def __init__(self, settings: SessionSettings) -> None:
         self.settings = settings
+        #: The limits in force for this session.
+        self.limits = settings.limits or self.DEFAULT_LIMITS
         self._state = _S.UNAUTHENTICATED
         self._client = self._make_client_machine()
         self._upstream: m.UpstreamMachine | None = None

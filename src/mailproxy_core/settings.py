@@ -70,8 +70,8 @@ class UpstreamServer:
 class Limits:
     """Size and count limits before authentication, in octets and commands.
 
-    The defaults are IMAP's; each protocol module documents its own and
-    their sources.
+    The defaults are IMAP's; each session class has its protocol's as
+    ``DEFAULT_LIMITS``, and the documentation gives their sources.
 
     :param max_line: longest command line, terminator included, literals
         excluded.
@@ -103,7 +103,9 @@ class SessionSettings:
         the connection is closed.
     :param starttls_required: the listener speaks plain text first and
         accepts no credentials before the client's STARTTLS.
-    :param limits: size and count limits before authentication.
+    :param limits: size and count limits before authentication, or
+        ``None`` for the protocol's defaults (each session class has them
+        as ``DEFAULT_LIMITS``).
     :param greeting: text of the proxy's greeting line.
     """
 
@@ -115,7 +117,7 @@ class SessionSettings:
     delimiters: Delimiters = field(default_factory=Delimiters)
     max_auth_attempts: int = 3
     starttls_required: bool = False
-    limits: Limits = field(default_factory=Limits)
+    limits: Limits | None = None
     greeting: str = "mailproxy ready"
 
     def __post_init__(self) -> None:
@@ -127,6 +129,25 @@ class SessionSettings:
             )
         if self.max_auth_attempts < 1:
             raise ConfigurationError("max_auth_attempts must be at least 1")
+        self._check_server_names()
+
+    def _check_server_names(self) -> None:
+        # Users select a server by the text after the last server separator,
+        # compared without case, so names must be non-empty, free of both
+        # separators and distinct when folded.
+        separators = (self.delimiters.name_separator, self.delimiters.server_separator)
+        folded: dict[str, str] = {}
+        for name in self.servers:
+            if not name or any(s in name for s in separators):
+                raise ConfigurationError(
+                    f"server name {name!r} is invalid; it must be non-empty and "
+                    f"contain neither {separators[0]!r} nor {separators[1]!r}"
+                )
+            other = folded.setdefault(name.casefold(), name)
+            if other != name:
+                raise ConfigurationError(
+                    f"server names {other!r} and {name!r} differ only in case"
+                )
 
     def ordered_methods(self) -> tuple[AuthMethod, ...]:
         """Return the configured methods in the order they are checked."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 from ..errors import ConfigurationError
 from ..machine import ClientMachine, UpstreamLogin, UpstreamMachine
 from ..session import Session
-from ..settings import AuthMethod, SessionSettings, UpstreamServer
+from ..settings import AuthMethod, Limits, SessionSettings, UpstreamServer
 from .client import ImapClientMachine
 from .upstream import ImapUpstreamMachine
 
@@ -18,12 +18,18 @@ __all__ = ["ImapClientMachine", "ImapSession", "ImapUpstreamMachine"]
 class ImapSession(Session):
     """One IMAP4 client connection through the proxy.
 
+    Its default limits: 8 KiB command lines (literals excluded), 12 KiB
+    SASL response lines, 8 KiB literals, 64 KiB held and 50 commands
+    before authentication.
+
     :param settings: the listener's settings; ``mailhost`` must be among
         the methods, because the proxy always logs in upstream.
     :param imap4rev2: advertise ``IMAP4rev2`` before login; set it only
         when every configured upstream supports it.
     :raises ConfigurationError: when ``mailhost`` is not configured.
     """
+
+    DEFAULT_LIMITS = Limits()
 
     def __init__(self, settings: SessionSettings, *, imap4rev2: bool = False) -> None:
         if AuthMethod.MAILHOST not in settings.methods:
@@ -32,7 +38,7 @@ class ImapSession(Session):
         super().__init__(settings)
 
     def _make_client_machine(self) -> ClientMachine:
-        return ImapClientMachine(self.settings, imap4rev2=self._imap4rev2)
+        return ImapClientMachine(self.settings, self.limits, imap4rev2=self._imap4rev2)
 
     def _make_upstream_machine(
         self, server: UpstreamServer, login: UpstreamLogin | None

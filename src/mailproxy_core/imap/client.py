@@ -26,7 +26,7 @@ from ..machine import (
 )
 from ..sasl import Cancelled, Challenge, Completed, Mechanism, SaslServer, encode_base64
 from ..secrets import Secret
-from ..settings import AuthMethod, SessionSettings
+from ..settings import AuthMethod, Limits, SessionSettings
 from .syntax import (
     Atom,
     ImapSyntaxError,
@@ -53,15 +53,18 @@ _Handler = Callable[[bytes, list[Token]], list[ClientOutput]]
 class ImapClientMachine(ClientMachine):
     """The proxy's server side toward an IMAP client, before login.
 
-    :param settings: the listener's settings; ``settings.limits`` bounds
-        lines, SASL responses, literals, buffered bytes and commands.
+    :param settings: the listener's settings.
+    :param limits: bounds on lines, SASL responses, literals, buffered
+        bytes and commands.
     :param imap4rev2: advertise ``IMAP4rev2`` (RFC 9051) as well as
         ``IMAP4rev1``; only when every upstream supports it.
     """
 
-    def __init__(self, settings: SessionSettings, *, imap4rev2: bool = False) -> None:
+    def __init__(
+        self, settings: SessionSettings, limits: Limits, *, imap4rev2: bool = False
+    ) -> None:
         self._settings = settings
-        self._limits = settings.limits
+        self._limits = limits
         self._imap4rev2 = imap4rev2
         self._buffer = LineBuffer(max_line=self._limits.max_line)
         self._segments: list[bytes] = []
