@@ -11,6 +11,7 @@ A transcript is a text file of steps, one per line:
 ``~Name arg`` an event of type ``Name`` must follow (``arg`` checked where
               the event has an obvious one: the new state, the method, the
               server name)
+``! key=value`` a setting of the session for this transcript
 ``= answer``  the driver answers: ``aaa ok [group]``, ``aaa fail``,
               ``connected``, ``connect-failed``, ``tls client|upstream``,
               ``client-eof``, ``upstream-eof``
@@ -75,11 +76,21 @@ class Step:
     line_number: int = 0
 
 
+def transcript_options(text: str) -> dict[str, str]:
+    """Return the ``! key=value`` settings of a transcript."""
+    options = {}
+    for raw in text.splitlines():
+        if raw.startswith("!"):
+            key, _, value = raw[1:].strip().partition("=")
+            options[key] = value
+    return options
+
+
 def parse_transcript(text: str) -> list[Step]:
     """Parse a transcript into input steps with their expectations."""
     steps: list[Step] = []
     for number, raw in enumerate(text.splitlines(), start=1):
-        if not raw.strip() or raw.startswith("#"):
+        if not raw.strip() or raw.startswith(("#", "!")):
             continue
         prefix, body = raw[:2], raw[3:] if len(raw) > 2 else ""
         line = body.encode("utf-8") + b"\r\n"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,8 @@ from hypothesis import strategies as st
 from mailproxy_core.imap import ImapSession
 from mailproxy_core.pop3 import PopSession
 from mailproxy_core.session import Session
-from mailproxy_core.settings import SessionSettings, UpstreamServer
+from mailproxy_core.settings import AuthMethod, SessionSettings, UpstreamServer
+from mailproxy_core.smtp import SmtpOptions, SmtpSession
 
 from .sessionkit import (
     byte_by_byte,
@@ -19,27 +21,38 @@ from .sessionkit import (
     load_transcript,
     random_splits,
     run_steps,
+    transcript_options,
     whole,
 )
 
 FOLDER = Path(__file__).parent / "transcripts"
-SESSIONS: dict[str, type[ImapSession] | type[PopSession]] = {
+SESSIONS: dict[str, Callable[[SessionSettings], Session]] = {
     "imap": ImapSession,
     "pop3": PopSession,
+    "smtp": lambda settings: SmtpSession(
+        settings, options=SmtpOptions(hostname="proxy.example", size=10485760)
+    ),
 }
 TRANSCRIPTS = sorted(FOLDER.glob("*/*.txt"))
 
 
-def make_settings() -> SessionSettings:
+def make_settings(options: dict[str, str]) -> SessionSettings:
     servers = {
         "mail": UpstreamServer(name="mail", host="127.0.0.1", port=10143),
         "other": UpstreamServer(name="other", host="127.0.0.1", port=10144),
     }
-    return SessionSettings(servers=servers, default_server="mail")
+    methods = options.get("methods", "aaa,mailhost").split(",")
+    return SessionSettings(
+        servers=servers,
+        default_server="mail",
+        methods=frozenset(AuthMethod(m) for m in methods),
+        starttls_required=options.get("starttls_required") == "true",
+    )
 
 
 def make_session(path: Path) -> Session:
-    return SESSIONS[path.parent.name](make_settings())
+    options = transcript_options(path.read_text(encoding="utf-8"))
+    return SESSIONS[path.parent.name](make_settings(options))
 
 
 def transcript_id(path: Path) -> str:

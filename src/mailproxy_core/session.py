@@ -124,9 +124,10 @@ class Session(abc.ABC):
         if self._state is _S.AUTHENTICATED:
             return [ForwardData(direction=Direction.TO_UPSTREAM, data=data)]
         if self._awaiting_tls is Side.CLIENT:
-            return self._close_after_violation(
-                Side.CLIENT, "client sent data during the TLS handshake"
-            )
+            # Clear-text bytes pipelined after STARTTLS could be injected by
+            # an attacker, so they are dropped, as the machine drops those
+            # that arrived together with the command.
+            return []
         return self._run_client(self._client.receive(data))
 
     def receive_upstream(self, data: bytes) -> list[Event]:
@@ -419,9 +420,6 @@ class Session(abc.ABC):
         if violation.fatal and side is Side.CLIENT:
             events.extend(self._close(violation.message))
         return events
-
-    def _close_after_violation(self, side: Side, message: str) -> list[Event]:
-        return self._report_violation(side, m.Violation(message=message, fatal=True))
 
     def _close(self, reason: str) -> list[Event]:
         events = self._move_to(_S.CLOSED)

@@ -106,7 +106,7 @@ class ImapUpstreamMachine(UpstreamMachine):
         if line is None:
             return None
         parts = [line]
-        while (announced := parse_literal_suffix(parts[-1])) is not None:
+        while (announced := parse_literal_suffix(parts[-1], strict=False)) is not None:
             literal = buffer.read_exact(announced[0])
             rest = buffer.next_line() if literal is not None else None
             if literal is None or rest is None:
