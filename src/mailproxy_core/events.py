@@ -21,7 +21,7 @@ import enum
 from dataclasses import dataclass, field
 
 from .delimiters import SplitCredentials
-from .settings import AuthMethod, UpstreamServer
+from .settings import AuthMethod, GroupPolicy, UpstreamServer
 from .states import ConnectionState
 
 
@@ -141,13 +141,20 @@ class CredentialsObserved(Event):
 class AuthenticationRequired(Event):
     """The driver must check one method and call ``authentication_result``.
 
-    :param method: the method to check (certificate, piggyback or aaa;
-        ``mailhost`` is checked by the session through the upstream).
+    :param method: the method to check: ``piggyback`` or ``aaa``. The
+        session checks ``certificate`` itself, and ``mailhost`` through the
+        upstream login.
     :param credentials: the split credentials of the login.
+    :param identity: the VPN user name known so far (from the client
+        certificate or the typed VPN part), or ``None``; ``piggyback``
+        matches it against the web session's user when it is set.
+    :param client_address: the client's address as given to ``start``.
     """
 
     method: AuthMethod
     credentials: SplitCredentials
+    identity: str | None = None
+    client_address: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -181,9 +188,16 @@ class UpstreamSelected(Event):
     ``upstream_failed``.
 
     :param server: the configured server to connect to.
+    :param user: the user the session counts against, for the group
+        policy's ``max_sessions_per_user``: the VPN identity when known,
+        else the mail user name.
+    :param policy: the user's group policy; the driver enforces its
+        session count and answers with ``reject_login`` when it is reached.
     """
 
     server: UpstreamServer
+    user: str = ""
+    policy: GroupPolicy | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

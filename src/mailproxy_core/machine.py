@@ -12,8 +12,10 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass, field
 
+from .framing import LineBuffer, LineTooLongError
+from .sasl import encode_oauthbearer, encode_plain, encode_xoauth2
 from .secrets import Secret
-from .settings import UpstreamServer
+from .settings import Limits, UpstreamServer
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -106,8 +108,40 @@ class LoginFailed:
     unavailable: bool = False
 
 
-ClientOutput = Reply | LoginRequested | TlsRequested | CloseRequested | Violation
-UpstreamOutput = Reply | TlsRequested | LoginSucceeded | LoginFailed | Violation
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChallengeForClient:
+    """The upstream sent a SASL challenge that only the client can answer.
+
+    An OAuth server reports a rejected token this way (RFC 7628 section
+    3.2.2): the client answers, and then the server sends its failure.
+
+    :param data: the challenge as the upstream encoded it (base64 text).
+    """
+
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChallengeAnswered:
+    """The client answered a relayed challenge.
+
+    :param line: the client's response line without CRLF.
+    """
+
+    line: bytes = field(repr=False)
+
+
+ClientOutput = (
+    Reply
+    | LoginRequested
+    | TlsRequested
+    | CloseRequested
+    | Violation
+    | ChallengeAnswered
+)
+UpstreamOutput = (
+    Reply | TlsRequested | LoginSucceeded | LoginFailed | Violation | ChallengeForClient
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -128,22 +162,105 @@ class UpstreamLogin:
     mechanism: str = "LOGIN"
     is_token: bool = False
 
+    def sasl_mechanism(self) -> str:
+        """Return the SASL mechanism to log in upstream with.
+
+        A bearer token goes with the client's own mechanism; a password
+        with PLAIN, which carries an authorization identity too.
+        """
+        return self.mechanism if self.is_token else "PLAIN"
+
+    def sasl_message(self) -> bytes:
+        """Return the raw SASL message for :meth:`sasl_mechanism`.
+
+        It is rebuilt for the mail user name, which may differ from what the
+        client typed (the server name is cut off); the token or password
+        goes on unchanged.
+        """
+        mechanism = self.sasl_mechanism()
+        if mechanism == "XOAUTH2":
+            return encode_xoauth2(self.username, self.secret)
+        if mechanism == "OAUTHBEARER":
+            return encode_oauthbearer(self.username, self.secret)
+        return encode_plain(self.authzid, self.username, self.secret)
+
 
 class ClientMachine(abc.ABC):
     """The client-facing side of one protocol, before authentication.
 
     After a :class:`LoginRequested` output the machine holds every further
-    byte until the session calls :meth:`login_failed` (then it parses the
-    held bytes) or :meth:`take_held` (then they go upstream unparsed).
+    byte until the session calls :meth:`login_failed` and :meth:`resume`
+    (then it parses the held bytes) or :meth:`take_held` (then they go
+    upstream unparsed).
+
+    :param limits: the protocol's limits before authentication.
+    :param max_line: the framing limit for one line.
     """
+
+    #: What precedes a SASL challenge: ``+ `` in IMAP and POP3, ``334 ``
+    #: in SMTP.
+    CHALLENGE_PREFIX = b"+ "
+
+    def __init__(self, limits: Limits, *, max_line: int) -> None:
+        self._limits = limits
+        self._buffer = LineBuffer(max_line=max_line)
+        self._holding = False
+        self._answering_challenge = False
+
+    def receive(self, data: bytes) -> list[ClientOutput]:
+        """Consume client bytes; ``b""`` is never passed here."""
+        self._buffer.feed(data)
+        if len(self._buffer) > self._limits.max_buffered:
+            return self._fatal(self._overflow_reply(), "buffer limit reached")
+        if self._answering_challenge:
+            return self._challenge_answer()
+        if self._holding:
+            return []
+        return self._process()
+
+    def resume(self) -> list[ClientOutput]:
+        """Parse the bytes held while the failed login was under way."""
+        self._holding = False
+        self._answering_challenge = False
+        return self._process()
+
+    def take_held(self) -> bytes:
+        """Return and forget the bytes held after the login command."""
+        return self._buffer.take_all()
+
+    def relay_challenge(self, data: bytes) -> list[ClientOutput]:
+        """Pass an upstream challenge on and wait for the client's answer."""
+        self._answering_challenge = True
+        reply = Reply(data=self.CHALLENGE_PREFIX + data + b"\r\n")
+        return [reply, *self._challenge_answer()]
+
+    def _challenge_answer(self) -> list[ClientOutput]:
+        try:
+            line = self._buffer.next_line()
+        except LineTooLongError:
+            return self._fatal(self._overflow_reply(), "SASL response too long")
+        if line is None:
+            return []
+        self._answering_challenge = False
+        return [ChallengeAnswered(line=line)]
+
+    def _fatal(self, reply: bytes, message: str) -> list[ClientOutput]:
+        # Nothing more is parsed: the session closes the connection.
+        self._holding = True
+        self._buffer.clear()
+        return [Reply(data=reply + b"\r\n"), Violation(message=message, fatal=True)]
+
+    @abc.abstractmethod
+    def _process(self) -> list[ClientOutput]:
+        """Parse buffered commands until a login starts or bytes run out."""
+
+    @abc.abstractmethod
+    def _overflow_reply(self) -> bytes:
+        """Return the reply, without CRLF, for too many buffered bytes."""
 
     @abc.abstractmethod
     def greeting(self) -> bytes:
         """Return the greeting sent when the session starts."""
-
-    @abc.abstractmethod
-    def receive(self, data: bytes) -> list[ClientOutput]:
-        """Consume client bytes; ``b""`` is never passed here."""
 
     @abc.abstractmethod
     def tls_established(self) -> list[ClientOutput]:
@@ -164,14 +281,6 @@ class ClientMachine(abc.ABC):
         :param unavailable: the upstream could not be reached, so the reply
             says the service is unavailable instead of a bad login.
         """
-
-    @abc.abstractmethod
-    def resume(self) -> list[ClientOutput]:
-        """Parse the bytes held while the failed login was under way."""
-
-    @abc.abstractmethod
-    def take_held(self) -> bytes:
-        """Return and forget the bytes held after the login command."""
 
     @abc.abstractmethod
     def goodbye(self, text: str) -> bytes:
@@ -196,3 +305,7 @@ class UpstreamMachine(abc.ABC):
     @abc.abstractmethod
     def take_remaining(self) -> bytes:
         """Return bytes the upstream sent after its final login reply."""
+
+    def challenge_answered(self, line: bytes) -> list[UpstreamOutput]:
+        """Send the client's answer to a relayed challenge upstream."""
+        return [Reply(data=line + b"\r\n")]

@@ -11,10 +11,10 @@ one flow; a protocol package only supplies its two machines.
 from __future__ import annotations
 
 import abc
-from collections import deque
 
 from . import machine as m
-from .delimiters import SplitCredentials, split_credentials
+from .authflow import AuthFlow, Check, Passed, Refused, Select, Subject
+from .delimiters import split_credentials
 from .errors import CredentialsError, LocalProtocolError
 from .events import (
     AuthenticationFailed,
@@ -63,15 +63,20 @@ class Session(abc.ABC):
         self._started = False
         self._failures = 0
         self._login: m.LoginRequested | None = None
-        self._credentials: SplitCredentials | None = None
-        self._pending_methods: deque[AuthMethod] = deque()
-        self._awaiting: AuthMethod | None = None
+        self._flow: AuthFlow | None = None
         self._selected: UpstreamServer | None = None
+        self._client_address: str | None = None
+        self._certificate_subject: Subject | None = None
         self._upstream_open = False
         self._awaiting_tls: Side | None = None
         self._closed = False
         #: The AAA group of the user, as the last ``aaa`` result reported it.
         self.group: str | None = None
+        #: The VPN identity of the authenticated user, once known.
+        self.identity: str | None = None
+
+    #: The listener name that group policies use for this protocol.
+    PROTOCOL: str = ""
 
     @abc.abstractmethod
     def _make_client_machine(self) -> m.ClientMachine:
@@ -100,14 +105,26 @@ class Session(abc.ABC):
 
     # Driver calls -------------------------------------------------------
 
-    def start(self) -> list[Event]:
+    def start(
+        self,
+        *,
+        client_address: str | None = None,
+        certificate_subject: Subject | None = None,
+    ) -> list[Event]:
         """Return the greeting; call once, after the client's TLS handshake.
 
+        :param client_address: the client's IP address, for ``piggyback``.
+        :param certificate_subject: the subject of the client certificate
+            that the driver verified, or ``None`` when there is none
+            (:func:`~mailproxy_core.authflow.subject_from_ssl` converts
+            Python's form).
         :raises LocalProtocolError: when called twice.
         """
         if self._started:
             raise LocalProtocolError("start() was already called")
         self._started = True
+        self._client_address = client_address
+        self._certificate_subject = certificate_subject
         return [SendToClient(data=self._client.greeting())]
 
     def receive_client(self, data: bytes) -> list[Event]:
@@ -174,16 +191,30 @@ class Session(abc.ABC):
         """
         if self._closed:
             return []
-        if self._awaiting is not method or method is AuthMethod.MAILHOST:
+        flow = self._flow
+        if flow is None or flow.awaiting is not method:
             raise LocalProtocolError(f"no {method.value} check is pending")
-        self._awaiting = None
         if not success:
             return self._fail_login(method, reason or f"{method.value} check failed")
-        if group is not None:
-            self.group = group
+        flow.record_success(group)
         events: list[Event] = [AuthenticationSucceeded(method=method)]
         events.extend(self._next_step())
         return events
+
+    def reject_login(self, reason: str) -> list[Event]:
+        """Fail the login under way, for a check the driver makes itself.
+
+        The driver may call it after :class:`UpstreamSelected` and before
+        ``upstream_connected``, for instance when the user already holds
+        as many sessions as the group policy allows.
+
+        :raises LocalProtocolError: when no upstream was selected.
+        """
+        if self._closed:
+            return []
+        if self._selected is None or self._upstream is not None:
+            raise LocalProtocolError("no login is waiting for an upstream connection")
+        return self._fail_login(None, reason)
 
     def upstream_connected(self) -> list[Event]:
         """Answer an :class:`UpstreamSelected` event: the connection is up.
@@ -210,9 +241,13 @@ class Session(abc.ABC):
             raise LocalProtocolError("no upstream connection was requested")
         return self._fail_login(AuthMethod.MAILHOST, reason, unavailable=True)
 
-    def tls_established(self, side: Side) -> list[Event]:
+    def tls_established(
+        self, side: Side, *, certificate_subject: Subject | None = None
+    ) -> list[Event]:
         """Continue after the handshake that a :class:`StartTLS` requested.
 
+        :param certificate_subject: for the client side, the subject of the
+            verified client certificate, if the client sent one.
         :raises LocalProtocolError: when no handshake on ``side`` is pending.
         """
         if self._closed:
@@ -223,6 +258,7 @@ class Session(abc.ABC):
             )
         self._awaiting_tls = None
         if side is Side.CLIENT:
+            self._certificate_subject = certificate_subject
             return self._run_client(self._client.tls_established())
         assert self._upstream is not None
         return self._run_upstream(self._upstream.tls_established())
@@ -253,6 +289,10 @@ class Session(abc.ABC):
                 events.append(StartTLS(side=Side.CLIENT))
             elif isinstance(output, m.CloseRequested):
                 events.extend(self._close(output.reason))
+            elif isinstance(output, m.ChallengeAnswered):
+                assert self._upstream is not None
+                answer = self._upstream.challenge_answered(output.line)
+                events.extend(self._run_upstream(answer))
             else:
                 events.extend(self._report_violation(Side.CLIENT, output))
             if self._closed:
@@ -275,7 +315,9 @@ class Session(abc.ABC):
         except CredentialsError as error:
             events.extend(self._fail_login(None, error.reason))
             return events
-        self._credentials = credentials
+        self._flow = AuthFlow(
+            self.settings, self.PROTOCOL, credentials, self._certificate_subject
+        )
         events.append(
             CredentialsObserved(
                 username=login.username,
@@ -283,31 +325,46 @@ class Session(abc.ABC):
                 mechanism=login.mechanism,
             )
         )
-        ordered = self.settings.ordered_methods()
-        self._pending_methods = deque(
-            x for x in ordered if x is not AuthMethod.MAILHOST
-        )
         events.extend(self._next_step())
         return events
 
     def _next_step(self) -> list[Event]:
-        credentials = self._credentials
-        assert credentials is not None
-        if self._pending_methods:
-            method = self._pending_methods.popleft()
-            self._awaiting = method
-            return [AuthenticationRequired(method=method, credentials=credentials)]
-        name = credentials.server or self.settings.default_server
-        if name is None:
-            return self._fail_login(None, "no server was named and none is the default")
-        self._selected = self.settings.servers[name]
-        return [UpstreamSelected(server=self._selected)]
+        flow = self._flow
+        assert flow is not None
+        events: list[Event] = []
+        step = flow.next_step()
+        while isinstance(step, Passed):
+            events.append(AuthenticationSucceeded(method=step.method))
+            step = flow.next_step()
+        if isinstance(step, Refused):
+            events.extend(self._fail_login(step.method, step.reason))
+        elif isinstance(step, Check):
+            events.append(
+                AuthenticationRequired(
+                    method=step.method,
+                    credentials=flow.credentials,
+                    identity=flow.identity,
+                    client_address=self._client_address,
+                )
+            )
+        else:
+            events.append(self._select(step))
+        return events
+
+    def _select(self, step: Select) -> Event:
+        flow = self._flow
+        assert flow is not None
+        self._selected = step.server
+        self.identity = flow.identity
+        self.group = flow.group
+        return UpstreamSelected(server=step.server, user=step.user, policy=step.policy)
 
     def _upstream_login(self) -> m.UpstreamLogin | None:
         if AuthMethod.MAILHOST not in self.settings.methods:
             return None
-        login, credentials = self._login, self._credentials
-        assert login is not None and credentials is not None
+        login, flow = self._login, self._flow
+        assert login is not None and flow is not None
+        credentials = flow.credentials
         authzid = login.authzid if login.authzid != login.username else ""
         return m.UpstreamLogin(
             username=credentials.mail_user,
@@ -329,6 +386,9 @@ class Session(abc.ABC):
                 events.append(StartTLS(side=Side.UPSTREAM))
             elif isinstance(output, m.LoginSucceeded):
                 events.extend(self._finish_login(output.reply))
+            elif isinstance(output, m.ChallengeForClient):
+                relayed = self._client.relay_challenge(output.data)
+                events.extend(self._run_client(relayed))
             elif isinstance(output, m.LoginFailed):
                 events.extend(
                     self._fail_login(
@@ -404,11 +464,9 @@ class Session(abc.ABC):
         self._upstream = None
         self._upstream_open = False
         self._selected = None
-        self._awaiting = None
         self._awaiting_tls = None
         self._login = None
-        self._credentials = None
-        self._pending_methods.clear()
+        self._flow = None
         return events
 
     def _report_violation(self, side: Side, violation: m.Violation) -> list[Event]:

@@ -90,6 +90,39 @@ class Limits:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class GroupPolicy:
+    """What the users of one group may do.
+
+    :param name: the policy's name, which AAA servers return as the group.
+    :param protocols: the listeners (``imap4s``, ``pop3s``, ``smtps``) its
+        users may use, or ``None`` for all.
+    :param servers: the upstream server names its users may select, or
+        ``None`` for all configured ones.
+    :param max_sessions_per_user: sessions one user may hold at once, or
+        ``None`` for no limit. The driver counts them, because the core
+        sees one connection at a time.
+    """
+
+    name: str
+    protocols: frozenset[str] | None = None
+    servers: frozenset[str] | None = None
+    max_sessions_per_user: int | None = None
+
+    def allows_protocol(self, protocol: str) -> bool:
+        """Whether users of this policy may use the listener ``protocol``."""
+        return self.protocols is None or protocol in self.protocols
+
+    def allows_server(self, name: str) -> bool:
+        """Whether users of this policy may select the server ``name``."""
+        return self.servers is None or name in self.servers
+
+
+#: The policy used when AAA returns no group and no other default is set:
+#: it allows every listener and server.
+OPEN_POLICY: Final = GroupPolicy(name="default")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class SessionSettings:
     """Everything a session of one listener needs to know.
 
@@ -107,6 +140,13 @@ class SessionSettings:
         ``None`` for the protocol's defaults (each session class has them
         as ``DEFAULT_LIMITS``).
     :param greeting: text of the proxy's greeting line.
+    :param certificate_username: the subject attributes that give the
+        user name of a client certificate, first present one wins; ``None``
+        for the entire DN.
+    :param group_policies: the group policies by name; an AAA group names
+        one of them.
+    :param default_group_policy: the policy when AAA returns no group, or
+        ``None`` to refuse such logins.
     """
 
     methods: frozenset[AuthMethod] = frozenset({AuthMethod.AAA, AuthMethod.MAILHOST})
@@ -119,6 +159,11 @@ class SessionSettings:
     starttls_required: bool = False
     limits: Limits | None = None
     greeting: str = "mailproxy ready"
+    certificate_username: tuple[str, ...] | None = ("CN", "OU")
+    group_policies: Mapping[str, GroupPolicy] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
+    default_group_policy: GroupPolicy | None = OPEN_POLICY
 
     def __post_init__(self) -> None:
         if not self.methods:

@@ -30,6 +30,7 @@ class ImapSession(Session):
     """
 
     DEFAULT_LIMITS = Limits()
+    PROTOCOL = "imap4s"
 
     def __init__(self, settings: SessionSettings, *, imap4rev2: bool = False) -> None:
         if AuthMethod.MAILHOST not in settings.methods:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Final
 
 from ..errors import MailProxyError, SaslError
-from ..framing import LineBuffer, LineTooLongError, parse_literal_suffix
+from ..framing import LineTooLongError, parse_literal_suffix
 from ..machine import (
     ClientMachine,
     ClientOutput,
@@ -63,17 +63,15 @@ class ImapClientMachine(ClientMachine):
     def __init__(
         self, settings: SessionSettings, limits: Limits, *, imap4rev2: bool = False
     ) -> None:
+        super().__init__(limits, max_line=limits.max_line)
         self._settings = settings
-        self._limits = limits
         self._imap4rev2 = imap4rev2
-        self._buffer = LineBuffer(max_line=self._limits.max_line)
         self._segments: list[bytes] = []
         self._literals: list[bytes] = []
         self._literal_size: int | None = None
         self._command_size = 0
         self._sasl: SaslServer | None = None
         self._tag = b""
-        self._holding = False
         self._tls_active = not settings.starttls_required
         self._commands = 0
         self._handlers: dict[bytes, _Handler] = {
@@ -92,16 +90,6 @@ class ImapClientMachine(ClientMachine):
         capabilities = b" ".join(self.capabilities())
         text = self._settings.greeting.encode()
         return b"* OK [CAPABILITY " + capabilities + b"] " + text + b"\r\n"
-
-    def receive(self, data: bytes) -> list[ClientOutput]:
-        self._buffer.feed(data)
-        if len(self._buffer) > self._limits.max_buffered:
-            return self._fatal(
-                b"* BYE Too much data before authentication", "buffer limit"
-            )
-        if self._holding:
-            return []
-        return self._process()
 
     def tls_established(self) -> list[ClientOutput]:
         self._tls_active = True
@@ -123,15 +111,11 @@ class ImapClientMachine(ClientMachine):
             text = b"NO [AUTHENTICATIONFAILED] Authentication failed"
         return self._tag + b" " + text + b"\r\n"
 
-    def resume(self) -> list[ClientOutput]:
-        self._holding = False
-        return self._process()
-
-    def take_held(self) -> bytes:
-        return self._buffer.take_all()
-
     def goodbye(self, text: str) -> bytes:
         return b"* BYE " + text.encode() + b"\r\n"
+
+    def _overflow_reply(self) -> bytes:
+        return b"* BYE Too much data before authentication"
 
     def capabilities(self) -> list[bytes]:
         """Return the capabilities that the proxy advertises before login.
@@ -359,11 +343,6 @@ class ImapClientMachine(ClientMachine):
 
     def _bad_command(self, first_line: bytes, text: bytes) -> list[ClientOutput]:
         return self._bad(split_tag(first_line) or b"*", text)
-
-    def _fatal(self, reply: bytes, message: str) -> list[ClientOutput]:
-        self._holding = True
-        self._buffer.clear()
-        return [Reply(data=reply + b"\r\n"), Violation(message=message, fatal=True)]
 
 
 def _is_id_parameters(arguments: list[Token]) -> bool:

@@ -18,6 +18,7 @@ from typing import Final
 from ..errors import MailProxyError
 from ..framing import LineBuffer, LineTooLongError, parse_literal_suffix
 from ..machine import (
+    ChallengeForClient,
     LoginFailed,
     LoginSucceeded,
     Reply,
@@ -28,7 +29,7 @@ from ..machine import (
     UpstreamReply,
     Violation,
 )
-from ..sasl import encode_base64, encode_plain
+from ..sasl import encode_base64
 from ..settings import UpstreamServer, UpstreamTLS
 from .syntax import can_quote, quote
 
@@ -120,7 +121,7 @@ class ImapUpstreamMachine(UpstreamMachine):
         if self._stage is _Stage.GREETING:
             return self._greeting(line)
         if line.startswith(b"+"):
-            return self._continuation()
+            return self._continuation(line[2:])
         if line.startswith(b"* "):
             return self._untagged_response(line[2:])
         tag, _, rest = line.partition(b" ")
@@ -162,9 +163,14 @@ class ImapUpstreamMachine(UpstreamMachine):
             self._untagged.append(b"* " + text)
         return []
 
-    def _continuation(self) -> list[UpstreamOutput]:
+    def _continuation(self, data: bytes) -> list[UpstreamOutput]:
         if self._stage is _Stage.LOGIN and self._continuations:
             return [Reply(data=self._continuations.pop(0))]
+        login = self.login
+        if self._stage is _Stage.LOGIN and login is not None and login.is_token:
+            # A token exchange ends with an error challenge that the client
+            # must answer before the server's NO (RFC 7628 section 3.2.2).
+            return [ChallengeForClient(data=data)]
         # An unexpected challenge: cancel the exchange (RFC 9051 6.2.2).
         return [Reply(data=b"*\r\n")]
 
@@ -228,16 +234,11 @@ class ImapUpstreamMachine(UpstreamMachine):
     def _authenticate(
         self, login: UpstreamLogin, capabilities: set[bytes]
     ) -> list[UpstreamOutput]:
-        mechanism = login.mechanism if login.is_token else "PLAIN"
+        mechanism = login.sasl_mechanism()
         if b"AUTH=" + mechanism.encode() not in capabilities:
             reason = f"upstream does not offer AUTHENTICATE {mechanism}"
             return [LoginFailed(reason=reason, unavailable=True)]
-        if login.is_token:
-            # NOTE: the token mechanisms send the client's own message on;
-            # the upstream's JSON error challenge is cancelled, not relayed.
-            message = login.secret.reveal().encode()
-        else:
-            message = encode_plain(login.authzid, login.username, login.secret)
+        message = login.sasl_message()
         response = encode_base64(message) or b"="
         command = self._next_tag() + b" AUTHENTICATE " + mechanism.encode()
         if b"SASL-IR" in capabilities:

@@ -29,6 +29,7 @@ class PopSession(Session):
     """
 
     DEFAULT_LIMITS = POP3_LIMITS
+    PROTOCOL = "pop3s"
 
     def __init__(self, settings: SessionSettings) -> None:
         if AuthMethod.MAILHOST not in settings.methods:

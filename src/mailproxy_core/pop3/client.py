@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Final
 
 from ..errors import SaslError
-from ..framing import LineBuffer, LineTooLongError
+from ..framing import LineTooLongError
 from ..machine import (
     ClientMachine,
     ClientOutput,
@@ -46,14 +46,12 @@ class PopClientMachine(ClientMachine):
     """
 
     def __init__(self, settings: SessionSettings, limits: Limits) -> None:
-        self._settings = settings
-        self._limits = limits
         # Framing allows SASL-sized lines, so that AUTH with a long initial
         # response fits; _command applies the shorter limit to the rest.
-        self._buffer = LineBuffer(max_line=limits.max_sasl_line)
+        super().__init__(limits, max_line=limits.max_sasl_line)
+        self._settings = settings
         self._sasl: SaslServer | None = None
         self._user: str | None = None
-        self._holding = False
         self._tls_active = not settings.starttls_required
         self._commands = 0
         self._handlers: dict[bytes, _Handler] = {
@@ -71,16 +69,6 @@ class PopClientMachine(ClientMachine):
         # No APOP timestamp: APOP sends a digest, and the proxy needs the
         # clear mail password to split it and log in upstream.
         return b"+OK " + self._settings.greeting.encode() + b"\r\n"
-
-    def receive(self, data: bytes) -> list[ClientOutput]:
-        self._buffer.feed(data)
-        if len(self._buffer) > self._limits.max_buffered:
-            return self._fatal(
-                b"-ERR Too much data before authentication", "buffer limit"
-            )
-        if self._holding:
-            return []
-        return self._process()
 
     def tls_established(self) -> list[ClientOutput]:
         self._tls_active = True
@@ -101,15 +89,11 @@ class PopClientMachine(ClientMachine):
             return b"-ERR [SYS/TEMP] Mail server is not available\r\n"
         return b"-ERR [AUTH] Authentication failed\r\n"
 
-    def resume(self) -> list[ClientOutput]:
-        self._holding = False
-        return self._process()
-
-    def take_held(self) -> bytes:
-        return self._buffer.take_all()
-
     def goodbye(self, text: str) -> bytes:
         return b"-ERR " + text.encode() + b"\r\n"
+
+    def _overflow_reply(self) -> bytes:
+        return b"-ERR Too much data before authentication"
 
     def mechanisms(self) -> list[bytes]:
         """Return the SASL mechanisms offered before login."""
@@ -272,8 +256,3 @@ class PopClientMachine(ClientMachine):
     def _error(self, text: bytes) -> list[ClientOutput]:
         reply = Reply(data=b"-ERR " + text + b"\r\n")
         return [reply, Violation(message=text.decode(errors="replace"), fatal=False)]
-
-    def _fatal(self, reply: bytes, message: str) -> list[ClientOutput]:
-        self._holding = True
-        self._buffer.clear()
-        return [Reply(data=reply + b"\r\n"), Violation(message=message, fatal=True)]

@@ -16,6 +16,7 @@ from typing import Final
 
 from ..framing import LineBuffer, LineTooLongError
 from ..machine import (
+    ChallengeForClient,
     LoginFailed,
     LoginSucceeded,
     Reply,
@@ -26,7 +27,7 @@ from ..machine import (
     UpstreamReply,
     Violation,
 )
-from ..sasl import encode_base64, encode_plain
+from ..sasl import encode_base64
 from ..settings import UpstreamServer, UpstreamTLS
 
 #: Longest response line accepted from an upstream: RFC 2449 section 4
@@ -116,8 +117,9 @@ class PopUpstreamMachine(UpstreamMachine):
                 return []
             self._capabilities = {b"USER"}
             return self._send_login()
-        if self._stage is _Stage.AUTH and line.startswith(b"+ "):
-            return self._continuation()
+        # RFC 5034 section 4: a continuation is "+" and a space or nothing.
+        if self._stage is _Stage.AUTH and (line == b"+" or line.startswith(b"+ ")):
+            return self._continuation(line[2:])
         return self._login_reply(ok, line)
 
     def _greeting(self, ok: bool) -> list[UpstreamOutput]:
@@ -163,16 +165,11 @@ class PopUpstreamMachine(UpstreamMachine):
         return [Reply(data=b"USER " + login.username.encode() + b"\r\n")]
 
     def _authenticate(self, login: UpstreamLogin) -> list[UpstreamOutput]:
-        mechanism = login.mechanism if login.is_token else "PLAIN"
+        mechanism = login.sasl_mechanism()
         if mechanism.encode() not in self._sasl_mechanisms:
             reason = f"upstream does not offer AUTH {mechanism}"
             return [LoginFailed(reason=reason, unavailable=True)]
-        if login.is_token:
-            # NOTE: a token exchange sends the client's message on; an error
-            # challenge from the upstream is answered with "*" (cancel).
-            message = login.secret.reveal().encode()
-        else:
-            message = encode_plain(login.authzid, login.username, login.secret)
+        message = login.sasl_message()
         response = encode_base64(message) or b"="
         self._stage = _Stage.AUTH
         command = b"AUTH " + mechanism.encode()
@@ -181,9 +178,16 @@ class PopUpstreamMachine(UpstreamMachine):
         self._pending_response = response
         return [Reply(data=command + b"\r\n")]
 
-    def _continuation(self) -> list[UpstreamOutput]:
+    def _continuation(self, data: bytes) -> list[UpstreamOutput]:
         response, self._pending_response = self._pending_response, None
-        return [Reply(data=(response or b"*") + b"\r\n")]
+        if response is not None:
+            return [Reply(data=response + b"\r\n")]
+        login = self.login
+        if login is not None and login.is_token:
+            # A token exchange ends with an error challenge that the client
+            # must answer before the server's -ERR (RFC 7628 section 3.2.2).
+            return [ChallengeForClient(data=data)]
+        return [Reply(data=b"*\r\n")]
 
     def _login_reply(self, ok: bool, line: bytes) -> list[UpstreamOutput]:
         login = self.login

@@ -36,6 +36,7 @@ class SmtpSession(Session):
     """
 
     DEFAULT_LIMITS = SMTP_LIMITS
+    PROTOCOL = "smtps"
 
     def __init__(
         self, settings: SessionSettings, *, options: SmtpOptions | None = None

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from ..errors import SaslError
-from ..framing import LineBuffer, LineTooLongError
+from ..framing import LineTooLongError
 from ..machine import (
     ClientMachine,
     ClientOutput,
@@ -64,17 +64,17 @@ class SmtpClientMachine(ClientMachine):
     :param options: the announced host name and extensions.
     """
 
+    CHALLENGE_PREFIX = b"334 "
+
     def __init__(
         self, settings: SessionSettings, limits: Limits, options: SmtpOptions
     ) -> None:
-        self._settings = settings
-        self._limits = limits
-        self._options = options
         # Framing allows SASL-sized lines, so that AUTH with a long initial
         # response fits; _command applies the shorter limit to the rest.
-        self._buffer = LineBuffer(max_line=limits.max_sasl_line)
+        super().__init__(limits, max_line=limits.max_sasl_line)
+        self._settings = settings
+        self._options = options
         self._sasl: SaslServer | None = None
-        self._holding = False
         self._tls_active = not settings.starttls_required
         self._commands = 0
         #: The domain from the client's EHLO or HELO, or ``None`` before it.
@@ -97,14 +97,6 @@ class SmtpClientMachine(ClientMachine):
         name = self._options.hostname.encode()
         return b"220 " + name + b" ESMTP " + self._settings.greeting.encode() + b"\r\n"
 
-    def receive(self, data: bytes) -> list[ClientOutput]:
-        self._buffer.feed(data)
-        if len(self._buffer) > self._limits.max_buffered:
-            return self._fatal(b"421 4.7.0 Too much data before authentication")
-        if self._holding:
-            return []
-        return self._process()
-
     def tls_established(self) -> list[ClientOutput]:
         # RFC 3207 section 4.2: the client must start over with EHLO.
         self._tls_active = True
@@ -126,16 +118,12 @@ class SmtpClientMachine(ClientMachine):
             return b"454 4.7.0 Temporary authentication failure\r\n"
         return b"535 5.7.8 Authentication credentials invalid\r\n"
 
-    def resume(self) -> list[ClientOutput]:
-        self._holding = False
-        return self._process()
-
-    def take_held(self) -> bytes:
-        return self._buffer.take_all()
-
     def goodbye(self, text: str) -> bytes:
         name = self._options.hostname.encode()
         return b"421 4.3.2 " + name + b" " + text.encode() + b"\r\n"
+
+    def _overflow_reply(self) -> bytes:
+        return b"421 4.7.0 Too much data before authentication"
 
     def mechanisms(self) -> list[bytes]:
         """Return the SASL mechanisms offered in the EHLO reply."""
@@ -169,7 +157,10 @@ class SmtpClientMachine(ClientMachine):
             try:
                 line = self._buffer.next_line()
             except LineTooLongError:
-                return [*outputs, *self._fatal(b"500 5.5.2 Line too long")]
+                return [
+                    *outputs,
+                    *self._fatal(b"500 5.5.2 Line too long", "500 5.5.2 Line too long"),
+                ]
             if line is None:
                 break
             step = self._sasl_response(line) if self._sasl else self._command(line)
@@ -183,14 +174,17 @@ class SmtpClientMachine(ClientMachine):
     def _command(self, line: bytes) -> list[ClientOutput]:
         self._commands += 1
         if self._commands > self._limits.max_commands:
-            return self._fatal(b"421 4.7.0 Too many commands before authentication")
+            return self._fatal(
+                b"421 4.7.0 Too many commands before authentication",
+                "421 4.7.0 Too many commands before authentication",
+            )
         verb, _, argument = line.partition(b" ")
         verb = verb.upper()
         # RFC 5321 section 4.5.3.1.4: 512 octets with CRLF. Accepting a
         # longer AUTH line with an initial response is a deliberate leniency
         # for OAuth bearer tokens, bounded by the SASL line limit.
         if len(line) + 2 > self._limits.max_line and verb != b"AUTH":
-            return self._fatal(b"500 5.5.2 Line too long")
+            return self._fatal(b"500 5.5.2 Line too long", "500 5.5.2 Line too long")
         if b"\x00" in line:
             return self._error(b"500 5.5.2 NUL in command")
         handler = self._handlers.get(verb)
@@ -296,12 +290,6 @@ class SmtpClientMachine(ClientMachine):
     def _error(self, reply: bytes) -> list[ClientOutput]:
         message = reply.decode(errors="replace")
         return [Reply(data=reply + b"\r\n"), Violation(message=message, fatal=False)]
-
-    def _fatal(self, reply: bytes) -> list[ClientOutput]:
-        self._holding = True
-        self._buffer.clear()
-        message = reply.decode(errors="replace")
-        return [Reply(data=reply + b"\r\n"), Violation(message=message, fatal=True)]
 
 
 def _multiline(code: int, lines: list[bytes]) -> bytes:

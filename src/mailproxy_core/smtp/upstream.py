@@ -17,6 +17,7 @@ from typing import Final
 from ..errors import MailProxyError
 from ..framing import SmtpReply, SmtpReplyParser
 from ..machine import (
+    ChallengeForClient,
     LoginFailed,
     LoginSucceeded,
     Reply,
@@ -27,7 +28,7 @@ from ..machine import (
     UpstreamReply,
     Violation,
 )
-from ..sasl import encode_base64, encode_plain, login_responses
+from ..sasl import encode_base64, login_responses
 from ..settings import UpstreamServer, UpstreamTLS
 
 #: Longest AUTH command with an initial response sent in one line: the
@@ -162,12 +163,9 @@ class SmtpUpstreamMachine(UpstreamMachine):
     def _send_auth(self, login: UpstreamLogin) -> list[UpstreamOutput]:
         self._stage = _Stage.AUTH
         mechanisms = self._mechanisms
-        if login.is_token:
-            mechanism = login.mechanism.encode()
-            message = login.secret.reveal().encode()
-        elif b"PLAIN" in mechanisms:
-            mechanism = b"PLAIN"
-            message = encode_plain(login.authzid, login.username, login.secret)
+        if login.is_token or b"PLAIN" in mechanisms:
+            mechanism = login.sasl_mechanism().encode()
+            message = login.sasl_message()
         elif b"LOGIN" in mechanisms and not login.authzid:
             username, password = login_responses(login.username, login.secret)
             self._responses = [encode_base64(username), encode_base64(password)]
@@ -185,11 +183,13 @@ class SmtpUpstreamMachine(UpstreamMachine):
 
     def _auth_reply(self, reply: SmtpReply) -> list[UpstreamOutput]:
         if reply.code == 334:
-            if not self._responses:
-                # NOTE: an unexpected challenge, such as the JSON error of a
-                # token exchange, is cancelled rather than relayed.
-                return [Reply(data=b"*\r\n")]
-            return [Reply(data=self._responses.pop(0) + b"\r\n")]
+            if self._responses:
+                return [Reply(data=self._responses.pop(0) + b"\r\n")]
+            if self.login is not None and self.login.is_token:
+                # A token exchange ends with an error challenge that the
+                # client must answer before the 535 (RFC 7628 section 3.2.2).
+                return [ChallengeForClient(data=reply.last.strip())]
+            return [Reply(data=b"*\r\n")]
         self._stage = _Stage.DONE
         lines = reply.to_bytes().rstrip(b"\r\n").split(b"\r\n")
         upstream_reply = UpstreamReply(untagged=tuple(lines[:-1]), text=lines[-1])
