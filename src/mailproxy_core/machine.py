@@ -197,7 +197,7 @@ class ClientMachine(abc.ABC):
     :param max_line: the framing limit for one line.
     """
 
-    #: What precedes a SASL challenge: ``+ `` in IMAP and POP3, ``334 ``
+    #: What precedes a SASL challenge: ``"+ "`` in IMAP and POP3, ``"334 "``
     #: in SMTP.
     CHALLENGE_PREFIX = b"+ "
 

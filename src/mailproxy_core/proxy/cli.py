@@ -1,0 +1,284 @@
+"""The ``mailproxy`` command.
+
+``mailproxy serve --config FILE``
+    runs the configured listeners until SIGTERM or SIGINT.
+``mailproxy check-config FILE``
+    validates a configuration and prints its listeners.
+``mailproxy user add|remove|list --config FILE --group NAME``
+    manages the users file of a ``local`` AAA server group.
+
+Exit status: 0 on success, 1 when the requested change could not be made
+(such as removing an unknown user), 2 for an invalid configuration or
+invalid arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import logging
+import ssl
+import sys
+from collections.abc import Sequence
+from typing import Final, TextIO
+
+from ..errors import ConfigurationError
+from .config import ProxyConfig, load_config
+from .listenerconfig import ListenerConfig
+from .protocols import load_session_factory
+from .server import run_proxy
+from .users import UsersFile, check_name, hash_password
+
+EXIT_OK: Final = 0
+EXIT_FAILED: Final = 1
+EXIT_CONFIG: Final = 2
+
+_LOG_FORMAT: Final = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+class CommandError(Exception):
+    """A command failed in a way that the user can fix, as its message explains.
+
+    :param message: the text to print.
+    :param status: the exit status.
+    """
+
+    def __init__(self, message: str, status: int = EXIT_FAILED) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the argument parser of the ``mailproxy`` command."""
+    parser = argparse.ArgumentParser(
+        prog="mailproxy",
+        description="Authenticating IMAP4S, POP3S and SMTPS proxy.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the proxy until SIGTERM or SIGINT")
+    _add_config_option(serve)
+
+    check = commands.add_parser("check-config", help="validate a configuration file")
+    check.add_argument("file", metavar="FILE", help="the TOML configuration file")
+
+    user = commands.add_parser("user", help="manage users of a 'local' AAA group")
+    actions = user.add_subparsers(dest="action", required=True, metavar="ACTION")
+    _add_user_add(actions)
+    remove = actions.add_parser("remove", help="delete a user")
+    _add_group_options(remove)
+    remove.add_argument("user", metavar="USER", help="the VPN user name to delete")
+    listing = actions.add_parser("list", help="print the user names, one a line")
+    _add_group_options(listing)
+    return parser
+
+
+def _add_config_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        required=True,
+        metavar="FILE",
+        help="the TOML configuration file; relative paths in it start at its folder",
+    )
+
+
+def _add_group_options(parser: argparse.ArgumentParser) -> None:
+    _add_config_option(parser)
+    parser.add_argument(
+        "--group",
+        required=True,
+        metavar="NAME",
+        help="the [aaa.NAME] server group of type 'local' whose users file to use",
+    )
+
+
+def _add_user_add(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    add = actions.add_parser("add", help="add a user, or set a new password")
+    _add_group_options(add)
+    add.add_argument("user", metavar="USER", help="the VPN user name")
+    add.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="read the password as one line from standard input instead of "
+        "asking twice on the terminal",
+    )
+    add.add_argument(
+        "--policy",
+        metavar="NAME",
+        help="the group policy name that a successful login reports",
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``mailproxy`` command and return its exit status.
+
+    :param argv: the arguments without the program name; ``sys.argv``
+        when ``None``.
+    """
+    arguments = build_parser().parse_args(argv)
+    try:
+        return _dispatch(arguments)
+    except ConfigurationError as error:
+        print(f"mailproxy: {error}", file=sys.stderr)
+        return EXIT_CONFIG
+    except CommandError as error:
+        print(f"mailproxy: {error}", file=sys.stderr)
+        return error.status
+
+
+def _dispatch(arguments: argparse.Namespace) -> int:
+    if arguments.command == "serve":
+        return _serve(arguments.config)
+    if arguments.command == "check-config":
+        return _check_config(arguments.file, sys.stdout)
+    if arguments.action == "add":
+        return _user_add(arguments)
+    if arguments.action == "remove":
+        return _user_remove(arguments)
+    return _user_list(arguments, sys.stdout)
+
+
+# serve ------------------------------------------------------------------
+
+
+def _serve(path: str) -> int:
+    config = load_config(path)
+    logging.basicConfig(level=config.log_level, format=_LOG_FORMAT, stream=sys.stderr)
+    if not config.active_listeners():
+        raise CommandError("no listener has a 'listen' address", EXIT_CONFIG)
+    try:
+        asyncio.run(run_proxy(config))
+    except (OSError, ssl.SSLError) as error:
+        raise CommandError(f"cannot start: {error}") from None
+    return EXIT_OK
+
+
+# check-config -------------------------------------------------------------
+
+
+def _check_config(path: str, out: TextIO) -> int:
+    config = load_config(path)
+    for listener in config.listeners.values():
+        _check_listener_files(listener)
+    user_counts = {
+        name: len(UsersFile(group.users_file).load())
+        for name, group in config.aaa_groups.items()
+    }
+    print(f"configuration OK: {config.path}", file=out)
+    for line in describe_config(config):
+        print(line, file=out)
+    for name, count in user_counts.items():
+        users_file = config.aaa_groups[name].users_file
+        print(f"aaa.{name}: local, {count} users in {users_file}", file=out)
+    return EXIT_OK
+
+
+def _check_listener_files(listener: ListenerConfig) -> None:
+    if listener.listen:
+        load_session_factory(listener.spec)
+    if listener.certificate is None:
+        return
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_cert_chain(listener.certificate, listener.private_key)
+    except (OSError, ssl.SSLError) as error:
+        raise ConfigurationError(
+            f"{listener.protocol}.certificate: cannot load the certificate and "
+            f"key: {error}"
+        ) from None
+
+
+def describe_config(config: ProxyConfig) -> list[str]:
+    """Return one summary line per configured listener."""
+    if not config.listeners:
+        return ["no listener is configured; add an [imap4s] table"]
+    return [_describe_listener(listener) for listener in config.listeners.values()]
+
+
+def _describe_listener(listener: ListenerConfig) -> str:
+    settings = listener.session
+    if listener.listen:
+        where = "listens on " + ", ".join(str(a) for a in listener.listen)
+    else:
+        where = "no listen address, so no listener"
+    tls = "STARTTLS required" if settings.starttls_required else "implicit TLS"
+    certificate = str(listener.certificate or "throwaway self-signed certificate")
+    methods = ", ".join(method.value for method in settings.ordered_methods())
+    if listener.aaa_group:
+        methods += f" (AAA group {listener.aaa_group})"
+    servers = ", ".join(_describe_server(listener, name) for name in settings.servers)
+    return (
+        f"{listener.protocol}: {where}; {tls} with {certificate}; "
+        f"authentication {methods}; servers {servers or 'none'}; "
+        f"outstanding {listener.outstanding or 'unlimited'}"
+    )
+
+
+def _describe_server(listener: ListenerConfig, name: str) -> str:
+    server = listener.session.servers[name]
+    default = " default" if name == listener.session.default_server else ""
+    return f"{name}={server.host}:{server.port}/{server.tls.value}{default}"
+
+
+# user -------------------------------------------------------------------
+
+
+def _users_file(arguments: argparse.Namespace) -> UsersFile:
+    config = load_config(arguments.config)
+    group = config.aaa_groups.get(arguments.group)
+    if group is None:
+        known = ", ".join(sorted(config.aaa_groups)) or "none"
+        raise CommandError(
+            f"--group {arguments.group!r} is not an [aaa.NAME] group of "
+            f"{config.path}; configured groups: {known}",
+            EXIT_CONFIG,
+        )
+    return UsersFile(group.users_file)
+
+
+def _user_add(arguments: argparse.Namespace) -> int:
+    users = _users_file(arguments)
+    try:
+        check_name(arguments.user, "user name")
+        if arguments.policy is not None:
+            check_name(arguments.policy, "group policy")
+    except ValueError as error:
+        raise CommandError(str(error), EXIT_CONFIG) from None
+    password = _read_password(arguments.password_stdin)
+    existed = users.add(hash_password(arguments.user, password, arguments.policy))
+    action = "updated" if existed else "added"
+    print(f"{action} user {arguments.user!r} in {users.path}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _read_password(from_stdin: bool) -> str:
+    if from_stdin:
+        password = sys.stdin.readline().removesuffix("\n").removesuffix("\r")
+    else:
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Repeat the password: ") != password:
+            raise CommandError("the passwords differ; nothing was changed")
+    if not password:
+        raise CommandError("the password is empty; nothing was changed")
+    return password
+
+
+def _user_remove(arguments: argparse.Namespace) -> int:
+    users = _users_file(arguments)
+    if not users.remove(arguments.user):
+        raise CommandError(f"user {arguments.user!r} not found in {users.path}")
+    print(f"removed user {arguments.user!r} from {users.path}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _user_list(arguments: argparse.Namespace, out: TextIO) -> int:
+    users = _users_file(arguments)
+    for name, record in sorted(users.load().items()):
+        policy = f" (policy {record.policy})" if record.policy else ""
+        print(f"{name}{policy}", file=out)
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,247 @@
+"""The proxy's TOML configuration, validated into frozen dataclasses.
+
+:func:`load_config` reads the file with :mod:`tomllib` and checks every key.
+A bad key raises :class:`~mailproxy_core.errors.ConfigurationError` whose
+message starts with the dotted key and lists the allowed values. File paths
+in the configuration are relative to the folder of the configuration file.
+
+Top-level keys: ``drain_timeout`` (seconds, default 30), ``accounting_file``
+(optional JSON-lines file), ``[logging] level``, ``[delimiters]``, one
+``[aaa.NAME]`` table per AAA server group, one ``[group_policy.NAME]``
+table per group policy and one table per protocol of
+:data:`~mailproxy_core.proxy.protocols.PROTOCOLS`. The listener keys are
+described in :mod:`mailproxy_core.proxy.listenerconfig`.
+
+A group policy is named by the group that an AAA server returns for a
+user, and the ``local`` type takes that group from the users file. The
+keys of a policy are ``protocols`` (the listeners its users may use),
+``servers`` (the upstream names they may select) and
+``max_sessions_per_user``. An absent key sets no restriction.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Final
+
+from ..delimiters import Delimiters
+from ..errors import ConfigurationError
+from ..settings import GroupPolicy
+from .configtable import ConfigTable, describe_choices
+from .listenerconfig import (
+    ListenAddress,
+    ListenerConfig,
+    SharedSettings,
+    read_delimiters,
+    read_listener,
+)
+from .protocols import PROTOCOLS
+
+#: Types of AAA server group that the proxy implements.
+SUPPORTED_AAA_TYPES: Final = frozenset({"local"})
+
+#: Types of AAA server group that the configuration accepts, implemented or not.
+KNOWN_AAA_TYPES: Final = SUPPORTED_AAA_TYPES | {"ldap", "radius"}
+
+#: Names accepted by ``[logging] level``.
+LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+_TOP_LEVEL_KEYS: Final = frozenset(
+    {
+        "delimiters",
+        "aaa",
+        "group_policy",
+        "logging",
+        "drain_timeout",
+        "accounting_file",
+        *PROTOCOLS,
+    }
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AaaGroupConfig:
+    """One ``[aaa.NAME]`` AAA server group.
+
+    :param name: the group name that listeners refer to.
+    :param type: the back end; only ``local`` exists so far.
+    :param users_file: for ``local``, the file that ``mailproxy user``
+        manages.
+    """
+
+    name: str
+    type: str
+    users_file: Path
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProxyConfig:
+    """The whole configuration of one proxy process.
+
+    :param path: the configuration file.
+    :param delimiters: the credential separators shared by all listeners
+        that set none of their own.
+    :param aaa_groups: the AAA server groups by name.
+    :param listeners: the configured protocols by section name, including
+        sections without a ``listen`` key.
+    :param drain_timeout: seconds that authenticated sessions may go on
+        after a stop signal.
+    :param log_level: the ``logging`` level name.
+    :param accounting_file: where a JSON line per ended session goes, or
+        ``None`` for the log only.
+    """
+
+    path: Path
+    delimiters: Delimiters
+    aaa_groups: Mapping[str, AaaGroupConfig]
+    listeners: Mapping[str, ListenerConfig] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
+    drain_timeout: float = 30.0
+    log_level: str = "INFO"
+    accounting_file: Path | None = None
+
+    def active_listeners(self) -> list[ListenerConfig]:
+        """Return the listeners that have at least one ``listen`` address."""
+        return [listener for listener in self.listeners.values() if listener.listen]
+
+
+def load_config(path: str | Path) -> ProxyConfig:
+    """Read and validate the configuration file at ``path``.
+
+    :raises ConfigurationError: when the file cannot be read, is no valid
+        TOML, or any key is invalid; the message names the key.
+    """
+    config_path = Path(path)
+    try:
+        with config_path.open("rb") as file:
+            document = tomllib.load(file)
+    except OSError as error:
+        raise ConfigurationError(
+            f"cannot read configuration file {str(config_path)!r}: {error.strerror}"
+        ) from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigurationError(f"{config_path}: invalid TOML: {error}") from None
+    return parse_config(document, config_path)
+
+
+def parse_config(document: Mapping[str, object], path: Path) -> ProxyConfig:
+    """Validate an already parsed TOML ``document`` read from ``path``.
+
+    :raises ConfigurationError: naming the first invalid key.
+    """
+    top = ConfigTable(document)
+    top.reject_unknown(_TOP_LEVEL_KEYS)
+    base = path.parent
+    delimiters = read_delimiters(top.table("delimiters"), Delimiters())
+    shared = SharedSettings(
+        base=base,
+        delimiters=delimiters,
+        groups=_read_aaa_groups(top.table("aaa"), base),
+        policies=MappingProxyType(_read_policies(top.table("group_policy"))),
+    )
+    listeners = _read_listeners(top, shared)
+    _check_listen_conflicts(listeners.values())
+    accounting = top.string("accounting_file")
+    return ProxyConfig(
+        path=path,
+        delimiters=delimiters,
+        aaa_groups=MappingProxyType(dict(shared.groups)),
+        listeners=MappingProxyType(listeners),
+        drain_timeout=top.seconds("drain_timeout", 30.0),
+        log_level=_read_log_level(top.table("logging")),
+        accounting_file=base / accounting if accounting else None,
+    )
+
+
+def _read_aaa_groups(
+    table: ConfigTable | None, base: Path
+) -> dict[str, AaaGroupConfig]:
+    if table is None:
+        return {}
+    return {
+        name: _read_aaa_group(name, group, base) for name, group in table.subtables()
+    }
+
+
+def _read_aaa_group(name: str, table: ConfigTable, base: Path) -> AaaGroupConfig:
+    group_type = table.choice("type", KNOWN_AAA_TYPES, "local")
+    if group_type not in SUPPORTED_AAA_TYPES:
+        supported = ", ".join(sorted(SUPPORTED_AAA_TYPES))
+        raise table.error(
+            "type", f"{group_type!r} is not supported yet; use one of: {supported}"
+        )
+    table.reject_unknown({"type", "users_file"})
+    users_file = table.required_string("users_file")
+    return AaaGroupConfig(name=name, type=group_type, users_file=base / users_file)
+
+
+def _read_listeners(
+    top: ConfigTable, shared: SharedSettings
+) -> dict[str, ListenerConfig]:
+    listeners = {}
+    for name, spec in PROTOCOLS.items():
+        table = top.table(name)
+        if table is not None:
+            listeners[name] = read_listener(table, spec, shared)
+    return listeners
+
+
+def _read_policies(table: ConfigTable | None) -> dict[str, GroupPolicy]:
+    if table is None:
+        return {}
+    return {name: _read_policy(name, policy) for name, policy in table.subtables()}
+
+
+def _read_policy(name: str, table: ConfigTable) -> GroupPolicy:
+    table.reject_unknown({"protocols", "servers", "max_sessions_per_user"})
+    protocols = table.string_list("protocols")
+    for index, protocol in enumerate(protocols or []):
+        if protocol not in PROTOCOLS:
+            raise table.error(
+                f"protocols[{index}]",
+                f"{protocol!r} is invalid; use one of: {describe_choices(PROTOCOLS)}",
+            )
+    servers = table.string_list("servers")
+    maximum = table.raw("max_sessions_per_user")
+    return GroupPolicy(
+        name=name,
+        protocols=frozenset(protocols) if protocols is not None else None,
+        servers=frozenset(servers) if servers is not None else None,
+        max_sessions_per_user=(
+            table.integer("max_sessions_per_user", 1, minimum=1)
+            if maximum is not None
+            else None
+        ),
+    )
+
+
+def _check_listen_conflicts(listeners: Iterable[ListenerConfig]) -> None:
+    owners: dict[ListenAddress, str] = {}
+    for listener in listeners:
+        # Port 0 binds a different free port each time, so it never clashes.
+        for address in (a for a in listener.listen if a.port != 0):
+            other = owners.get(address)
+            if other is not None:
+                raise ConfigurationError(
+                    f"{listener.protocol}.listen: {address} is also used by "
+                    f"{other}.listen; give each listener its own address"
+                )
+            owners[address] = listener.protocol
+
+
+def _read_log_level(table: ConfigTable | None) -> str:
+    if table is None:
+        return "INFO"
+    table.reject_unknown({"level"})
+    level = table.string("level", "INFO")
+    assert level is not None
+    if level.upper() not in LOG_LEVELS:
+        raise table.error(
+            "level", f"{level!r} is invalid; use one of: {', '.join(LOG_LEVELS)}"
+        )
+    return level.upper()
