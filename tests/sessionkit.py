@@ -1,37 +1,28 @@
-"""A driver for tests: runs C:/S: transcripts through a session.
+"""A driver for tests: runs transcripts through a session.
 
-A transcript is a text file of steps, one per line:
-
-``C: text``   the client sends ``text`` + CRLF
-``U: text``   the upstream sends ``text`` + CRLF
-``S: text``   the proxy must send ``text`` + CRLF to the client
-``P: text``   the proxy must send ``text`` + CRLF to the upstream
-``F: text``   the proxy must relay ``text`` + CRLF to the upstream
-``B: text``   the proxy must relay ``text`` + CRLF back to the client
-``~Name arg`` an event of type ``Name`` must follow (``arg`` checked where
-              the event has an obvious one: the new state, the method, the
-              server name)
-``! key=value`` a setting of the session for this transcript
-``= answer``  the driver answers: ``aaa ok [group]``, ``aaa fail``,
-              ``connected``, ``connect-failed``, ``tls client|upstream``,
-              ``client-eof``, ``upstream-eof``
-
-Consecutive ``C:`` (or ``U:``) lines form one input that may be split into
-chunks in any way; the events that follow an input are normalized (adjacent
-data events of one kind joined) so that every split must give the same list.
+The format is :mod:`mailproxy_core.transcript`'s. Consecutive ``C:`` (or
+``U:``) lines form one input that may be split into chunks in any way; the
+events that follow an input are normalized (adjacent data events of one
+kind joined) so that every split must give the same list.
 """
 
 from __future__ import annotations
 
 import random
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from mailproxy_core import events as ev
-from mailproxy_core.events import Event, Side
+from mailproxy_core.events import Event
 from mailproxy_core.session import Session
-from mailproxy_core.settings import AuthMethod
+from mailproxy_core.transcript import (
+    Step,
+    apply_answer,
+    parse_transcript,
+    transcript_options,
+)
+
+__all__ = ["Step", "parse_transcript", "transcript_options"]
 
 Splitter = Callable[[bytes], Iterator[bytes]]
 
@@ -61,75 +52,6 @@ def random_splits(seed: int) -> Splitter:
     return split
 
 
-@dataclass
-class Step:
-    """One input of a transcript and the expectations that follow it."""
-
-    kind: str
-    data: bytes = b""
-    answer: str = ""
-    to_client: bytes = b""
-    to_upstream: bytes = b""
-    forwarded_up: bytes = b""
-    forwarded_back: bytes = b""
-    expected_events: list[str] = field(default_factory=list)
-    line_number: int = 0
-
-
-def transcript_options(text: str) -> dict[str, str]:
-    """Return the ``! key=value`` settings of a transcript."""
-    options = {}
-    for raw in text.splitlines():
-        if raw.startswith("!"):
-            key, _, value = raw[1:].strip().partition("=")
-            options[key] = value
-    return options
-
-
-def parse_transcript(text: str) -> list[Step]:
-    """Parse a transcript into input steps with their expectations."""
-    steps: list[Step] = []
-    for number, raw in enumerate(text.splitlines(), start=1):
-        if not raw.strip() or raw.startswith(("#", "!")):
-            continue
-        prefix, body = raw[:2], raw[3:] if len(raw) > 2 else ""
-        line = body.encode("utf-8") + b"\r\n"
-        if prefix in ("C:", "U:"):
-            kind = "client" if prefix == "C:" else "upstream"
-            last = steps[-1] if steps else None
-            if last and last.kind == kind and not _has_expectations(last):
-                last.data += line
-            else:
-                steps.append(Step(kind=kind, data=line, line_number=number))
-        elif raw.startswith("="):
-            steps.append(
-                Step(kind="answer", answer=raw[1:].strip(), line_number=number)
-            )
-        elif prefix == "S:":
-            steps[-1].to_client += line
-        elif prefix == "P:":
-            steps[-1].to_upstream += line
-        elif prefix == "F:":
-            steps[-1].forwarded_up += line
-        elif prefix == "B:":
-            steps[-1].forwarded_back += line
-        elif raw.startswith("~"):
-            steps[-1].expected_events.append(raw[1:].strip())
-        else:
-            raise ValueError(f"line {number}: cannot parse {raw!r}")
-    return steps
-
-
-def _has_expectations(step: Step) -> bool:
-    return bool(
-        step.to_client
-        or step.to_upstream
-        or step.forwarded_up
-        or step.forwarded_back
-        or step.expected_events
-    )
-
-
 def normalize(events: list[Event]) -> list[Event]:
     """Join adjacent data events of the same kind and direction."""
     result: list[Event] = []
@@ -153,34 +75,6 @@ def normalize(events: list[Event]) -> list[Event]:
     return result
 
 
-def answer(session: Session, text: str) -> list[Event]:
-    """Perform one ``=`` driver answer on ``session``."""
-    words = text.split()
-    verb = words[0]
-    if verb == "aaa":
-        group = words[2] if len(words) > 2 else None
-        success = words[1] == "ok"
-        return session.authentication_result(
-            AuthMethod.AAA,
-            success=success,
-            reason="" if success else "test",
-            group=group,
-        )
-    if verb == "start":
-        return session.start()
-    if verb == "connected":
-        return session.upstream_connected()
-    if verb == "connect-failed":
-        return session.upstream_failed("connection refused")
-    if verb == "tls":
-        return session.tls_established(Side(words[1]))
-    if verb == "client-eof":
-        return session.receive_client(b"")
-    if verb == "upstream-eof":
-        return session.receive_upstream(b"")
-    raise ValueError(f"unknown answer {text!r}")
-
-
 def run_steps(
     session: Session, steps: list[Step], splitter: Splitter = whole
 ) -> list[list[Event]]:
@@ -189,7 +83,7 @@ def run_steps(
     for step in steps:
         collected: list[Event] = []
         if step.kind == "answer":
-            collected = answer(session, step.answer)
+            collected = apply_answer(session, step.answer)
         else:
             feed = (
                 session.receive_client
