@@ -111,3 +111,7 @@ from .proxyfixtures import imap_proxy, start_proxy  # noqa: E402, F401
 # isort: split
 # Fixtures that run an LDAP server and a RADIUS server.
 from .aaafixtures import freeradius, slapd  # noqa: E402, F401
+
+# isort: split
+# A listener that counts connections, for upstreams that must stay unused.
+from .tripwire import tripwire  # noqa: E402, F401

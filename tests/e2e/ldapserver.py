@@ -37,7 +37,7 @@ CONTRACTORS_DN = f"ou=contractors,{BASE_DN}"
 SERVICE_DN = f"cn=reader,{BASE_DN}"
 SERVICE_PASSWORD = "readerpass"
 
-#: The attribute that holds a user's group policy.
+#: The attribute that contains a user's group policy.
 GROUP_ATTRIBUTE = "employeeType"
 
 STARTUP_TIMEOUT = 10.0

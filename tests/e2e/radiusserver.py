@@ -2,7 +2,7 @@
 
 The server gets a copy of Debian's configuration in its own folder, patched
 so that it listens for authentication on one free high UDP port of
-127.0.0.1 only, knows one client (127.0.0.1) that must send a
+127.0.0.1 only, accepts one client (127.0.0.1), which must send a
 Message-Authenticator, and checks the users of :data:`USERS` with the
 ``files`` and ``pap`` modules. Every other virtual server and every module
 that these do not use is removed, so nothing listens on the default ports.
@@ -34,7 +34,7 @@ SECRET = "radius-test-key1"
 STARTUP_TIMEOUT = 10.0
 SHUTDOWN_TIMEOUT = 10.0
 
-#: Modules that the test virtual server uses; all others are removed from
+#: Modules that the test virtual server uses. All others are removed from
 #: mods-enabled, because some (eap) need certificates that a fresh
 #: install lacks.
 MODULES = ("always", "attr_filter", "expr", "files", "pap")
@@ -77,7 +77,7 @@ server mailproxy_test {{
 			pap
 		}}
 	}}
-	# FreeRADIUS before 3.2.5 signs a reply only when it contains a
+	# FreeRADIUS 3.2.1 signs a reply only when it contains a
 	# Message-Authenticator, so both kinds of reply get an empty one, which
 	# the server computes when it encodes the reply.
 	post-auth {{
@@ -109,7 +109,7 @@ class FreeradiusError(RuntimeError):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RadiusServer:
-    """A running FreeRADIUS and the users it knows.
+    """A running FreeRADIUS and the users that it checks.
 
     :ivar host: Address of the authentication listener.
     :ivar port: Its UDP port.
@@ -314,7 +314,8 @@ def running_freeradius(binary: str, root: Path) -> Iterator[RadiusServer]:
     log_path = root / "radius.log"
 
     # -f keeps the server in the foreground, so process.pid is the server.
-    # Its own output goes to a file, never to a pipe that nobody reads.
+    # Its own output goes to a file, because a pipe that is not read
+    # would block the server once full.
     with (root / "freeradius.out").open("wb") as output:
         process = subprocess.Popen(
             [binary, "-f", "-d", str(raddb), "-l", str(log_path)],
