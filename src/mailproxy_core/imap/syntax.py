@@ -8,6 +8,7 @@ section 9, restricted to what the not-authenticated state needs.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
@@ -19,6 +20,16 @@ from ..errors import MailProxyError
 _ATOM_SPECIALS: Final = frozenset(b'(){ %*"\\]')
 # ASTRING-CHAR = ATOM-CHAR / resp-specials, so "]" may appear in an astring.
 _ASTRING_EXTRA: Final = frozenset(b"]")
+
+
+# One token at a time: spaces, an astring atom, a quoted string with only
+# the escapes \" and \\, or a parenthesis. Anything else falls back to the
+# byte-by-byte reader, which names the error.
+_TOKEN: Final = re.compile(
+    rb'( +)|([^\x00-\x20\x7f-\xff(){%*"\\]+)|"((?:[^"\\\r\n\x00]|\\["\\])*)"|([()])'
+)
+_ESCAPE: Final = re.compile(rb'\\(["\\])')
+_TAG: Final = re.compile(rb'[^\x00-\x20\x7f-\xff(){%*"\\+]+')
 
 
 class ImapSyntaxError(MailProxyError, ValueError):
@@ -77,6 +88,23 @@ def _read_quoted(text: bytes, start: int) -> tuple[bytes, int]:
 
 def _tokenize_segment(text: bytes, tokens: list[Token]) -> None:
     position = 0
+    match = _TOKEN.match
+    while position < len(text):
+        found = match(text, position)
+        if found is None:
+            _tokenize_slowly(text, position, tokens)
+            return
+        _, atom, quoted, paren = found.groups()
+        if atom is not None:
+            tokens.append(Atom(atom))
+        elif quoted is not None:
+            tokens.append(String(_ESCAPE.sub(rb"\1", quoted)))
+        elif paren is not None:
+            tokens.append(Paren(paren == b"("))
+        position = found.end()
+
+
+def _tokenize_slowly(text: bytes, position: int, tokens: list[Token]) -> None:
     while position < len(text):
         byte = text[position]
         if byte == 0x20:
@@ -115,7 +143,7 @@ def tokenize(segments: Sequence[bytes], literals: Sequence[bytes]) -> list[Token
 
 def is_valid_tag(tag: bytes) -> bool:
     """Whether ``tag`` is a valid command tag (astring chars except ``+``)."""
-    return bool(tag) and b"+" not in tag and all(_is_astring_char(b) for b in tag)
+    return _TAG.fullmatch(tag) is not None
 
 
 def split_tag(line: bytes) -> bytes | None:
