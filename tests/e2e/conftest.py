@@ -115,3 +115,7 @@ from .aaafixtures import freeradius, slapd  # noqa: E402, F401
 # isort: split
 # A listener that counts connections, for upstreams that must stay unused.
 from .tripwire import tripwire  # noqa: E402, F401
+
+# isort: split
+# A token introspection endpoint and mail servers that accept bearer tokens.
+from .oauthfixtures import dovecot_oauth, oauth_server, postfix_oauth  # noqa: E402, F401

@@ -4,7 +4,9 @@ The server gets its own configuration, runtime directories, mail homes and
 log in one folder, and listens without TLS on two free high ports, so the
 tests never touch the system's Dovecot configuration or well-known ports.
 For a Postfix instance in front of it, it also serves LMTP and SASL
-authentication on Unix sockets in that folder.
+authentication on Unix sockets in that folder. Given an OAuth 2.0 token
+introspection URL, it also accepts bearer tokens with XOAUTH2 and
+OAUTHBEARER, checked by the oauth2 passdb.
 Written against Dovecot 2.3 (Debian 12 ships 2.3.19): setting names such as
 ``disable_plaintext_auth`` changed in 2.4.
 """
@@ -86,7 +88,7 @@ listen = {host}
 protocols = {protocols}
 ssl = no
 disable_plaintext_auth = no
-auth_mechanisms = plain login
+auth_mechanisms = {auth_mechanisms}
 # Cuts the reply to a failed login from the default 2 s to about 0.5 s
 # (measured with Dovecot 2.3.19, which keeps that floor even at 0).
 auth_failure_delay = 0
@@ -99,7 +101,7 @@ mail_location = maildir:~/Maildir
 passdb {{
   driver = passwd-file
   args = scheme=PLAIN username_format=%u {root}/passwd
-}}
+{passwd_mechanisms}}}
 userdb {{
   driver = static
   args = uid={uid} gid={gid} home={root}/home/%u
@@ -151,6 +153,32 @@ service lmtp {{
 protocol lmtp {{
   auth_username_format = %n
 }}
+"""
+
+
+# Only used when an introspection URL is given. Each passdb serves only its
+# own mechanisms, so a bearer token is never compared with a password and a
+# password never goes to the introspection endpoint. The password file also
+# serves lookups without a mechanism ("none"), which the static userdb makes
+# for LMTP deliveries.
+OAUTH2_PASSDB_TEMPLATE = """
+passdb {{
+  driver = oauth2
+  mechanisms = xoauth2 oauthbearer
+  args = {oauth2_config}
+}}
+"""
+
+# Settings of the oauth2 passdb (Dovecot 2.3 reads them from the file named
+# in args). It posts ``token=...`` to the URL (RFC 7662 section 2.1), takes
+# the user name from ``username``, which must equal the login's user name,
+# and requires ``"active": true``.
+OAUTH2_CONFIG_TEMPLATE = """\
+introspection_mode = post
+introspection_url = {introspection_url}
+username_attribute = username
+active_attribute = active
+active_value = true
 """
 
 
@@ -242,7 +270,12 @@ def socket_owner_settings() -> str:
 
 
 def write_config(
-    root: Path, imap_port: int, pop3_port: int, *, lmtp: bool = False
+    root: Path,
+    imap_port: int,
+    pop3_port: int,
+    *,
+    lmtp: bool = False,
+    introspection_url: str | None = None,
 ) -> Path:
     """Write the Dovecot configuration and the password file into ``root``.
 
@@ -250,16 +283,22 @@ def write_config(
     :param imap_port: Port for the IMAP listener.
     :param pop3_port: Port for the POP3 listener.
     :param lmtp: Whether to serve LMTP, which needs dovecot-lmtpd.
+    :param introspection_url: OAuth 2.0 token introspection endpoint for the
+        oauth2 passdb, which then checks XOAUTH2 and OAUTHBEARER logins, or
+        ``None`` for PLAIN and LOGIN alone.
     :returns: Path of the configuration file.
     """
     passwd_lines = [f"{user}:{{PLAIN}}{password}\n" for user, password in USERS.items()]
     (root / "passwd").write_text("".join(passwd_lines), encoding="utf-8")
 
     owner = socket_owner_settings()
+    oauth2 = introspection_url is not None
     config = CONFIG_TEMPLATE.format(
         root=root,
         host=HOST,
         protocols="imap pop3 lmtp" if lmtp else "imap pop3",
+        auth_mechanisms="plain login xoauth2 oauthbearer" if oauth2 else "plain login",
+        passwd_mechanisms="  mechanisms = plain login none\n" if oauth2 else "",
         uid=MAIL_UID,
         gid=MAIL_GID,
         imap_port=imap_port,
@@ -268,9 +307,24 @@ def write_config(
     )
     if lmtp:
         config += LMTP_TEMPLATE.format(socket_owner=owner)
+    if introspection_url is not None:
+        config += write_oauth2_config(root, introspection_url)
     config_path = root / "dovecot.conf"
     config_path.write_text(config, encoding="utf-8")
     return config_path
+
+
+def write_oauth2_config(root: Path, introspection_url: str) -> str:
+    """Write the oauth2 passdb's settings file into ``root``.
+
+    :param root: Folder that contains everything of this instance.
+    :param introspection_url: The token introspection endpoint.
+    :returns: The passdb block that reads the file, for dovecot.conf.
+    """
+    oauth2_config = root / "dovecot-oauth2.conf.ext"
+    text = OAUTH2_CONFIG_TEMPLATE.format(introspection_url=introspection_url)
+    oauth2_config.write_text(text, encoding="utf-8")
+    return OAUTH2_PASSDB_TEMPLATE.format(oauth2_config=oauth2_config)
 
 
 def seed_maildir(home: Path, messages: Sequence[bytes]) -> None:
@@ -421,7 +475,9 @@ def stop_dovecot(pid_path: Path) -> None:
 
 
 @contextmanager
-def running_dovecot(binary: str, root: Path) -> Iterator[DovecotServer]:
+def running_dovecot(
+    binary: str, root: Path, *, introspection_url: str | None = None
+) -> Iterator[DovecotServer]:
     """Run Dovecot from a fresh configuration in ``root`` until the block ends.
 
     Must run as root, because Dovecot switches the mail processes to
@@ -431,12 +487,17 @@ def running_dovecot(binary: str, root: Path) -> Iterator[DovecotServer]:
     :param root: Empty folder for configuration, state, mail and log. Every
         user needs search permission on all of its parents, because the mail
         and login processes drop root before they open files below it.
+    :param introspection_url: OAuth 2.0 token introspection endpoint that
+        checks XOAUTH2 and OAUTHBEARER logins, or ``None`` to offer PLAIN and
+        LOGIN alone.
     :returns: A context manager that yields the running server.
     :raises DovecotError: When Dovecot fails to start or to stop.
     """
     imap_port, pop3_port = pick_free_ports(2)
     lmtp = LMTP_BINARY.exists()
-    config_path = write_config(root, imap_port, pop3_port, lmtp=lmtp)
+    config_path = write_config(
+        root, imap_port, pop3_port, lmtp=lmtp, introspection_url=introspection_url
+    )
     prepare_homes(root)
     log_path = root / "dovecot.log"
     pid_path = root / "run" / "master.pid"
