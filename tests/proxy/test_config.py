@@ -224,8 +224,7 @@ def test_example_configuration_is_valid() -> None:
         ),
         (
             {"authentication": ["aaa", "certificate", "mailhost"]},
-            "imap4s.authentication[1]: 'certificate' is not supported yet; "
-            "use one of: aaa, mailhost",
+            "imap4s.client_ca: missing; authentication includes certificate",
         ),
         (
             {"authentication": ["aaa"]},

@@ -28,6 +28,11 @@ class SessionRecord:
     :param client: the client's address as ``host:port``.
     :param vpn_user: the VPN user name of the last login, or ``None``.
     :param mail_user: the mail user name of the last login, or ``None``.
+    :param identity: the VPN identity of the authenticated user (the user
+        name of the client certificate, else the VPN user name), or
+        ``None``.
+    :param methods: the authentication methods that the last login passed,
+        in the order they were checked.
     :param upstream: the configured name of the upstream, or ``None``.
     :param authenticated: whether the session reached the relay.
     :param bytes_from_client: bytes received from the client.
@@ -41,6 +46,8 @@ class SessionRecord:
     client: str
     vpn_user: str | None
     mail_user: str | None
+    identity: str | None
+    methods: tuple[str, ...]
     upstream: str | None
     authenticated: bool
     bytes_from_client: int
@@ -68,11 +75,13 @@ class Accounting:
         one accounting line is better than dropping every connection.
         """
         _log.info(
-            "[%s] accounting: user %s, mail user %s, upstream %s, "
-            "%d bytes from client, %d bytes to client, %.1f s, %s",
+            "[%s] accounting: user %s, mail user %s, identity %s, methods %s, "
+            "upstream %s, %d bytes from client, %d bytes to client, %.1f s, %s",
             record.connection,
             record.vpn_user,
             record.mail_user,
+            record.identity,
+            ",".join(record.methods) or "none",
             record.upstream,
             record.bytes_from_client,
             record.bytes_to_client,

@@ -6,6 +6,10 @@
     validates a configuration and prints its listeners.
 ``mailproxy user add|remove|list --config FILE --group NAME``
     manages the users file of a ``local`` AAA server group.
+``mailproxy piggyback init --config FILE``
+    creates the ``web_sessions`` table in the ``[piggyback] database``.
+``mailproxy piggyback add --config FILE --address IP --user NAME --ttl SECONDS``
+    adds one web session to it, for tests and administrators.
 
 Exit status: 0 on success, 1 when the requested change could not be made
 (such as removing an unknown user), 2 for an invalid configuration or
@@ -18,14 +22,18 @@ import argparse
 import asyncio
 import getpass
 import logging
+import sqlite3
 import ssl
 import sys
+import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Final, TextIO
 
 from ..errors import ConfigurationError
 from .config import ProxyConfig, load_config
 from .listenerconfig import ListenerConfig
+from .piggyback import add_web_session, create_database, normalize_address
 from .protocols import load_session_factory
 from .server import run_proxy
 from .users import UsersFile, check_name, hash_password
@@ -71,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     remove.add_argument("user", metavar="USER", help="the VPN user name to delete")
     listing = actions.add_parser("list", help="print the user names, one a line")
     _add_group_options(listing)
+    _add_piggyback(commands)
     return parser
 
 
@@ -110,6 +119,44 @@ def _add_user_add(actions: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
 
 
+def _add_piggyback(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> None:
+    piggyback = commands.add_parser(
+        "piggyback", help="manage the web sessions database of method piggyback"
+    )
+    actions = piggyback.add_subparsers(dest="action", required=True, metavar="ACTION")
+    init = actions.add_parser("init", help="create the web_sessions table if missing")
+    _add_config_option(init)
+    add = actions.add_parser("add", help="add a web session, for tests and admins")
+    _add_config_option(add)
+    add.add_argument(
+        "--address", required=True, metavar="IP", help="the client's IP address"
+    )
+    add.add_argument(
+        "--user",
+        required=True,
+        metavar="NAME",
+        help="the portal user name; it must match the VPN identity of logins "
+        "that have one",
+    )
+    add.add_argument(
+        "--ttl",
+        required=True,
+        type=_positive_seconds,
+        metavar="SECONDS",
+        help="seconds from now until the web session expires",
+    )
+
+
+def _positive_seconds(text: str) -> int:
+    if not (text.isascii() and text.isdigit()) or int(text) == 0:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is invalid; use a whole number of seconds above 0"
+        )
+    return int(text)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``mailproxy`` command and return its exit status.
 
@@ -132,6 +179,8 @@ def _dispatch(arguments: argparse.Namespace) -> int:
         return _serve(arguments.config)
     if arguments.command == "check-config":
         return _check_config(arguments.file, sys.stdout)
+    if arguments.command == "piggyback":
+        return _piggyback(arguments)
     if arguments.action == "add":
         return _user_add(arguments)
     if arguments.action == "remove":
@@ -171,12 +220,17 @@ def _check_config(path: str, out: TextIO) -> int:
     for name, count in user_counts.items():
         users_file = config.aaa_groups[name].users_file
         print(f"aaa.{name}: local, {count} users in {users_file}", file=out)
+    if config.piggyback is not None:
+        database = config.piggyback.database
+        found = "" if database.is_file() else " (not found yet)"
+        print(f"piggyback: web sessions in {database}{found}", file=out)
     return EXIT_OK
 
 
 def _check_listener_files(listener: ListenerConfig) -> None:
     if listener.listen:
         load_session_factory(listener.spec)
+    _check_client_ca(listener)
     if listener.certificate is None:
         return
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -186,6 +240,19 @@ def _check_listener_files(listener: ListenerConfig) -> None:
         raise ConfigurationError(
             f"{listener.protocol}.certificate: cannot load the certificate and "
             f"key: {error}"
+        ) from None
+
+
+def _check_client_ca(listener: ListenerConfig) -> None:
+    client_certificates = listener.client_certificates
+    if client_certificates is None:
+        return
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_verify_locations(cafile=client_certificates.ca_file)
+    except (OSError, ssl.SSLError) as error:
+        raise ConfigurationError(
+            f"{listener.protocol}.client_ca: cannot load the CA bundle: {error}"
         ) from None
 
 
@@ -204,6 +271,12 @@ def _describe_listener(listener: ListenerConfig) -> str:
         where = "no listen address, so no listener"
     tls = "STARTTLS required" if settings.starttls_required else "implicit TLS"
     certificate = str(listener.certificate or "throwaway self-signed certificate")
+    client_certificates = listener.client_certificates
+    if client_certificates is not None:
+        mode = "required" if client_certificates.required else "optional"
+        certificate += (
+            f", client certificates {mode} from {client_certificates.ca_file}"
+        )
     methods = ", ".join(method.value for method in settings.ordered_methods())
     if listener.aaa_group:
         methods += f" (AAA group {listener.aaa_group})"
@@ -219,6 +292,64 @@ def _describe_server(listener: ListenerConfig, name: str) -> str:
     server = listener.session.servers[name]
     default = " default" if name == listener.session.default_server else ""
     return f"{name}={server.host}:{server.port}/{server.tls.value}{default}"
+
+
+# piggyback ----------------------------------------------------------------
+
+
+def _piggyback(arguments: argparse.Namespace) -> int:
+    config = load_config(arguments.config)
+    if config.piggyback is None:
+        raise CommandError(
+            f'{config.path} has no [piggyback] table; add one with database = "FILE"',
+            EXIT_CONFIG,
+        )
+    database = config.piggyback.database
+    if arguments.action == "init":
+        return _piggyback_init(database)
+    return _piggyback_add(arguments, database)
+
+
+def _piggyback_init(database: Path) -> int:
+    try:
+        created = create_database(database)
+    except sqlite3.Error as error:
+        raise CommandError(f"cannot create the table in {database}: {error}") from None
+    if created:
+        print(f"created table web_sessions in {database}", file=sys.stderr)
+    else:
+        print(f"table web_sessions exists in {database}; no change", file=sys.stderr)
+    return EXIT_OK
+
+
+def _piggyback_add(arguments: argparse.Namespace, database: Path) -> int:
+    user = arguments.user
+    if not user or not user.isprintable():
+        raise CommandError(
+            "--user must not be empty or contain control characters", EXIT_CONFIG
+        )
+    try:
+        address = normalize_address(arguments.address)
+    except ValueError:
+        raise CommandError(
+            f"--address {arguments.address!r} is no IP address", EXIT_CONFIG
+        ) from None
+    expires_at = int(time.time()) + arguments.ttl
+    try:
+        add_web_session(
+            database, username=user, client_address=address, expires_at=expires_at
+        )
+    except sqlite3.Error as error:
+        raise CommandError(
+            f"cannot add the web session to {database}: {error}; if the file or "
+            f"table is missing, run 'mailproxy piggyback init' first"
+        ) from None
+    print(
+        f"added web session of {user!r} from {address} to {database}, "
+        f"expiring at {expires_at} (Unix time)",
+        file=sys.stderr,
+    )
+    return EXIT_OK
 
 
 # user -------------------------------------------------------------------

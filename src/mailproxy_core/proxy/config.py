@@ -8,9 +8,15 @@ in the configuration are relative to the folder of the configuration file.
 Top-level keys: ``drain_timeout`` (seconds, default 30), ``accounting_file``
 (optional JSON-lines file), ``[logging] level``, ``[delimiters]``, one
 ``[aaa.NAME]`` table per AAA server group, one ``[group_policy.NAME]``
-table per group policy and one table per protocol of
-:data:`~mailproxy_core.proxy.protocols.PROTOCOLS`. The listener keys are
-described in :mod:`mailproxy_core.proxy.listenerconfig`.
+table per group policy, ``[piggyback]`` for method ``piggyback`` and one
+table per protocol of :data:`~mailproxy_core.proxy.protocols.PROTOCOLS`.
+The listener keys are described in
+:mod:`mailproxy_core.proxy.listenerconfig`.
+
+``[piggyback]`` has the keys ``database`` (required: the SQLite file that
+the web portal writes, described in :mod:`mailproxy_core.proxy.piggyback`)
+and ``timeout`` (seconds that one check may take, default 5). The proxy
+only reads the file, and it need not exist at start-up.
 
 A group policy is named by the group that an AAA server returns for a
 user, and the ``local`` type takes that group from the users file. The
@@ -39,6 +45,7 @@ from .listenerconfig import (
     read_delimiters,
     read_listener,
 )
+from .piggyback import DEFAULT_TIMEOUT, PiggybackConfig
 from .protocols import PROTOCOLS
 
 #: Types of AAA server group that the proxy implements.
@@ -58,6 +65,7 @@ _TOP_LEVEL_KEYS: Final = frozenset(
         "logging",
         "drain_timeout",
         "accounting_file",
+        "piggyback",
         *PROTOCOLS,
     }
 )
@@ -93,6 +101,8 @@ class ProxyConfig:
     :param log_level: the ``logging`` level name.
     :param accounting_file: where a JSON line per ended session goes, or
         ``None`` for the log only.
+    :param piggyback: the web sessions database of method ``piggyback``, or
+        ``None`` without a ``[piggyback]`` table.
     """
 
     path: Path
@@ -104,6 +114,7 @@ class ProxyConfig:
     drain_timeout: float = 30.0
     log_level: str = "INFO"
     accounting_file: Path | None = None
+    piggyback: PiggybackConfig | None = None
 
     def active_listeners(self) -> list[ListenerConfig]:
         """Return the listeners that have at least one ``listen`` address."""
@@ -138,11 +149,13 @@ def parse_config(document: Mapping[str, object], path: Path) -> ProxyConfig:
     top.reject_unknown(_TOP_LEVEL_KEYS)
     base = path.parent
     delimiters = read_delimiters(top.table("delimiters"), Delimiters())
+    piggyback = _read_piggyback(top.table("piggyback"), base)
     shared = SharedSettings(
         base=base,
         delimiters=delimiters,
         groups=_read_aaa_groups(top.table("aaa"), base),
         policies=MappingProxyType(_read_policies(top.table("group_policy"))),
+        piggyback_database=piggyback.database if piggyback else None,
     )
     listeners = _read_listeners(top, shared)
     _check_listen_conflicts(listeners.values())
@@ -155,6 +168,17 @@ def parse_config(document: Mapping[str, object], path: Path) -> ProxyConfig:
         drain_timeout=top.seconds("drain_timeout", 30.0),
         log_level=_read_log_level(top.table("logging")),
         accounting_file=base / accounting if accounting else None,
+        piggyback=piggyback,
+    )
+
+
+def _read_piggyback(table: ConfigTable | None, base: Path) -> PiggybackConfig | None:
+    if table is None:
+        return None
+    table.reject_unknown({"database", "timeout"})
+    return PiggybackConfig(
+        database=base / table.required_string("database"),
+        timeout=table.seconds("timeout", DEFAULT_TIMEOUT),
     )
 
 

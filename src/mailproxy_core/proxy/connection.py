@@ -5,8 +5,8 @@ core session and, during and after the login, an upstream stream. Two
 tasks feed the session: the connection's own task reads the client and
 a second task reads the upstream. Session calls are synchronous, so each
 call and the writes of its events happen without interleaving. Only the
-handshakes, the AAA check, the upstream connect and relay back-pressure
-wait.
+handshakes, the AAA and piggyback checks, the upstream connect and relay
+back-pressure wait.
 
 Every log line starts with the connection id, such as ``[imap4s-17]``.
 No line contains a password.
@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, Final
 
+from ..authflow import Subject, certificate_identity
 from ..delimiters import SplitCredentials
 from ..errors import MailProxyError
 from ..events import (
@@ -48,8 +49,10 @@ from ..states import ConnectionState
 from .aaa import AaaGroup, AaaResult
 from .accounting import Accounting, SessionRecord
 from .listenerconfig import Timeouts
+from .piggyback import PiggybackDirectory, PiggybackResult
 from .protocols import ProxySession, SessionFactory
 from .stream import PeerStream
+from .tls import peer_certificate_subject
 from .usersessions import UserSessions
 
 _log = logging.getLogger(__name__)
@@ -88,6 +91,8 @@ class ListenerContext:
     :param upstream_contexts: TLS client contexts by upstream server name,
         for servers with implicit TLS or STARTTLS.
     :param user_sessions: the sessions per user of the whole process.
+    :param piggyback: the web sessions database for method ``piggyback``,
+        or ``None``.
     """
 
     protocol: str
@@ -100,6 +105,7 @@ class ListenerContext:
     accounting: Accounting
     upstream_contexts: Mapping[str, ssl.SSLContext]
     user_sessions: UserSessions
+    piggyback: PiggybackDirectory | None = None
 
 
 def describe_error(error: BaseException) -> str:
@@ -141,6 +147,8 @@ class ProxyConnection:
         self._read_deadline: asyncio.Timeout | None = None
         self._helpers: set[asyncio.Task[None]] = set()
         self._credentials: SplitCredentials | None = None
+        self._certificate_subject: Subject | None = None
+        self._passed_methods: list[AuthMethod] = []
         self._started = False
         self._closing = False
         self._authenticated = False
@@ -186,7 +194,11 @@ class ProxyConnection:
         if self._closing:
             return
         self._started = True
-        start = partial(self._session.start, client_address=self._peer_host)
+        start = partial(
+            self._session.start,
+            client_address=self._peer_host,
+            certificate_subject=self._read_client_certificate(),
+        )
         await self._call(start)
         await self._client_loop()
 
@@ -200,6 +212,14 @@ class ProxyConnection:
             self._end(f"client TLS handshake failed: {describe_error(error)}")
             return False
         return True
+
+    def _read_client_certificate(self) -> Subject | None:
+        subject = peer_certificate_subject(self._client.extra("ssl_object"))
+        self._certificate_subject = subject
+        if subject is not None:
+            dn = certificate_identity(subject, None)
+            self._log.info("client certificate with subject %s", dn)
+        return subject
 
     async def _client_loop(self) -> None:
         while not self._closing:
@@ -261,6 +281,7 @@ class ProxyConnection:
     def _account(self) -> None:
         duration = self._loop.time() - self._opened_at
         credentials = self._credentials
+        identity = self._session.identity if self._authenticated else None
         self._log.info(
             "closed: %s; %d bytes from client, %d bytes to client, %.1f s",
             self._end_reason,
@@ -275,6 +296,8 @@ class ProxyConnection:
                 client=self._peer,
                 vpn_user=credentials.vpn_user if credentials else None,
                 mail_user=credentials.mail_user if credentials else None,
+                identity=identity,
+                methods=tuple(method.value for method in self._passed_methods),
                 upstream=self._upstream_name,
                 authenticated=self._authenticated,
                 bytes_from_client=self._bytes_from_client,
@@ -409,8 +432,16 @@ class ProxyConnection:
         match event:
             case CredentialsObserved(username=username, mechanism=mechanism):
                 self._credentials = event.credentials
+                self._passed_methods = []
                 self._log.info("login as %r with %s", username, mechanism)
+            case AuthenticationSucceeded(method=AuthMethod.CERTIFICATE):
+                self._passed_methods.append(AuthMethod.CERTIFICATE)
+                self._log.info(
+                    "authentication passed: certificate, user name %r",
+                    self._certificate_user(),
+                )
             case AuthenticationSucceeded(method=method):
+                self._passed_methods.append(method)
                 self._log.info("authentication passed: %s", method.value)
             case AuthenticationFailed(method=method, reason=reason):
                 self._log.warning(
@@ -428,6 +459,15 @@ class ProxyConnection:
                 )
             case _:
                 self._log.debug("event %r", event)
+
+    def _certificate_user(self) -> str | None:
+        # The same derivation as the core's, which keeps its result private
+        # until the upstream is selected.
+        subject = self._certificate_subject
+        if subject is None:
+            return None
+        attributes = self._context.settings.certificate_username
+        return certificate_identity(subject, attributes)
 
     # TLS ------------------------------------------------------------------
 
@@ -447,7 +487,10 @@ class ProxyConnection:
         except (OSError, TimeoutError) as error:
             await self._handshake_failed(side, error)
             return
-        await self._call(partial(self._session.tls_established, side))
+        subject = self._read_client_certificate() if side is Side.CLIENT else None
+        await self._call(
+            partial(self._session.tls_established, side, certificate_subject=subject)
+        )
 
     async def _hand_over_early_bytes(self, side: Side, leftover: bytes) -> None:
         # Bytes that arrived before the handshake must never be read as if
@@ -482,25 +525,44 @@ class ProxyConnection:
         else:
             await self._call(partial(self._session.upstream_failed, reason))
 
-    # AAA ------------------------------------------------------------------
+    # AAA and piggyback ----------------------------------------------------
 
     async def _authenticate(self, event: AuthenticationRequired) -> None:
+        result: AaaResult | PiggybackResult
         if event.method is AuthMethod.AAA:
             result = await self._check_aaa(event.credentials)
+        elif event.method is AuthMethod.PIGGYBACK:
+            result = await self._check_piggyback(event)
         else:
-            reason = f"method {event.method.value} is not supported by this proxy"
+            reason = f"method {event.method.value} is not checked by this proxy"
             result = AaaResult(success=False, reason=reason)
-        if result.success and result.group is not None:
-            self._log.info("AAA group policy %r", result.group)
+        group = result.group if isinstance(result, AaaResult) else None
+        if result.success and group is not None:
+            self._log.info("AAA group policy %r", group)
         await self._call(
             partial(
                 self._session.authentication_result,
                 event.method,
                 success=result.success,
                 reason=result.reason,
-                group=result.group,
+                group=group,
             )
         )
+
+    async def _check_piggyback(self, event: AuthenticationRequired) -> PiggybackResult:
+        directory = self._context.piggyback
+        if directory is None:
+            reason = "no piggyback database configured"
+            return PiggybackResult(success=False, reason=reason)
+        if event.client_address is None:
+            reason = "the client address is unknown"
+            return PiggybackResult(success=False, reason=reason)
+        try:
+            return await directory.check(event.client_address, event.identity)
+        except Exception as error:  # a back-end fault fails this login only
+            self._log.exception("piggyback check of %s failed", directory.database)
+            reason = f"piggyback check failed: {describe_error(error)}"
+            return PiggybackResult(success=False, reason=reason)
 
     async def _check_aaa(self, credentials: SplitCredentials) -> AaaResult:
         group = self._context.aaa_group

@@ -11,8 +11,28 @@ Keys of a listener table (all optional unless marked):
     PEM files of the TLS certificate chain and its key. ``private_key`` may
     be left out when the certificate file contains the key. Without
     ``certificate`` the proxy makes a throwaway self-signed certificate.
+``client_ca``
+    a PEM bundle of the CAs that sign client certificates. With it the
+    listener requests a client certificate in every TLS handshake and
+    verifies it against this bundle. A certificate that does not verify
+    fails the handshake. Method ``certificate`` requires this key.
+``client_certificate``
+    ``"optional"`` (the default when ``client_ca`` is set): a client may
+    connect without a certificate, and method ``certificate`` then fails
+    its logins. ``"required"``: the TLS handshake fails without a valid
+    client certificate.
+``certificate_username``
+    how method ``certificate`` derives the user name from the subject: a
+    list of attribute names, the first one present wins, default
+    ``["CN", "OU"]``; or ``"entire-dn"`` for the whole subject, most
+    specific attribute first as in RFC 4514 (``CN=alice,OU=staff,O=Example``).
+    The names are ``C``, ``CN``, ``DC``, ``EMAILADDRESS``, ``GIVENNAME``,
+    ``L``, ``O``, ``OU``, ``SERIALNUMBER``, ``ST``, ``SURNAME``, ``TITLE``
+    and ``UID``, in any case.
 ``authentication``
     the methods every login must pass, default ``["aaa", "mailhost"]``.
+    ``certificate`` needs ``client_ca``, and ``piggyback`` needs the
+    top-level ``[piggyback]`` table.
 ``authentication_server_group``
     the ``[aaa.NAME]`` group that checks method ``aaa``.
 ``default_server``
@@ -67,20 +87,25 @@ from ..settings import (
     UpstreamServer,
     UpstreamTLS,
 )
+from .certificateconfig import (
+    ClientCertificates,
+    read_certificate_username,
+    read_client_certificates,
+)
 from .configtable import ConfigTable, describe_choices
 from .protocols import ProtocolSpec, default_limits
 
 if TYPE_CHECKING:
     from .config import AaaGroupConfig
 
-#: Methods that the reference proxy can check.
-SUPPORTED_METHODS: Final = frozenset({AuthMethod.AAA, AuthMethod.MAILHOST})
-
 _LISTENER_KEYS: Final = frozenset(
     {
         "listen",
         "certificate",
         "private_key",
+        "client_ca",
+        "client_certificate",
+        "certificate_username",
         "authentication",
         "authentication_server_group",
         "default_server",
@@ -152,6 +177,8 @@ class ListenerConfig:
     :param timeouts: the driver's timeouts.
     :param session: the settings passed to each session.
     :param upstream_ca_files: CA bundles by upstream server name.
+    :param client_certificates: how client certificates are requested and
+        verified, or ``None`` when the listener requests none.
     """
 
     protocol: str
@@ -166,6 +193,7 @@ class ListenerConfig:
     upstream_ca_files: Mapping[str, Path] = field(
         default_factory=lambda: MappingProxyType({})
     )
+    client_certificates: ClientCertificates | None = None
 
 
 def parse_listen_address(text: str, default_port: int) -> ListenAddress:
@@ -231,12 +259,15 @@ class SharedSettings:
     :param delimiters: the top-level delimiters.
     :param groups: the configured AAA server groups.
     :param policies: the configured group policies.
+    :param piggyback_database: the web sessions file of method
+        ``piggyback``, or ``None`` without a ``[piggyback]`` table.
     """
 
     base: Path
     delimiters: Delimiters
     groups: Mapping[str, AaaGroupConfig]
     policies: Mapping[str, GroupPolicy]
+    piggyback_database: Path | None = None
 
 
 def read_listener(
@@ -249,9 +280,11 @@ def read_listener(
     table.reject_unknown(_LISTENER_KEYS)
     base = shared.base
     methods = _read_methods(table, spec)
+    _check_piggyback(table, methods, shared)
     aaa_group = _read_aaa_group_name(table, methods, shared.groups)
     servers, ca_files = _read_servers(table, spec, base, methods)
     certificate, private_key = _read_certificate(table, base)
+    client_ca = _read_existing_file(table, "client_ca", base)
     return ListenerConfig(
         protocol=spec.name,
         spec=spec,
@@ -263,6 +296,7 @@ def read_listener(
         timeouts=_read_timeouts(table.table("timeouts"), spec),
         session=_read_session(table, spec, methods, servers, shared),
         upstream_ca_files=MappingProxyType(ca_files),
+        client_certificates=read_client_certificates(table, client_ca, methods),
     )
 
 
@@ -318,13 +352,18 @@ def _read_method(table: ConfigTable, index: int, name: str) -> AuthMethod:
         raise table.error(
             key, f"{name!r} is invalid; use one of: {describe_choices(known)}"
         )
-    method = AuthMethod(name)
-    if method not in SUPPORTED_METHODS:
-        supported = describe_choices({method.value for method in SUPPORTED_METHODS})
-        raise table.error(
-            key, f"{name!r} is not supported yet; use one of: {supported}"
+    return AuthMethod(name)
+
+
+def _check_piggyback(
+    table: ConfigTable, methods: frozenset[AuthMethod], shared: SharedSettings
+) -> None:
+    if AuthMethod.PIGGYBACK in methods and shared.piggyback_database is None:
+        raise ConfigurationError(
+            f"piggyback.database: missing; {table.key('authentication')} includes "
+            'piggyback, so add a [piggyback] table with database = "FILE", the '
+            "SQLite file of web sessions"
         )
-    return method
 
 
 def _read_aaa_group_name(
@@ -439,6 +478,7 @@ def _read_session(
         starttls_required=_read_starttls(table),
         limits=_read_limits(table.table("limits"), spec),
         greeting=_read_greeting(table),
+        certificate_username=read_certificate_username(table, methods),
         group_policies=shared.policies,
         default_group_policy=_read_default_policy(table, shared.policies),
     )

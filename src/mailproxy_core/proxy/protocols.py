@@ -32,6 +32,10 @@ class ProxySession(Protocol):
     def closed(self) -> bool:
         """Whether the session has ended."""
 
+    @property
+    def identity(self) -> str | None:
+        """The VPN identity of the user, once the login selected an upstream."""
+
     def start(
         self,
         *,

@@ -26,6 +26,7 @@ from .accounting import Accounting
 from .config import ProxyConfig
 from .connection import ListenerContext, ProxyConnection
 from .listenerconfig import ListenAddress, ListenerConfig
+from .piggyback import PiggybackDirectory
 from .protocols import SessionFactory, load_session_factory
 from .stream import PeerStream
 from .tls import (
@@ -63,6 +64,8 @@ class Listener:
     :param accounting: where session records go.
     :param user_sessions: the per-user session counts shared by all
         listeners; a new one when ``None``.
+    :param piggyback: the web sessions database for method ``piggyback``,
+        or ``None``.
     """
 
     def __init__(
@@ -74,6 +77,7 @@ class Listener:
         aaa_group: AaaGroup | None,
         accounting: Accounting,
         user_sessions: UserSessions | None = None,
+        piggyback: PiggybackDirectory | None = None,
     ) -> None:
         self.config = config
         self.tls = tls
@@ -89,6 +93,7 @@ class Listener:
             accounting=accounting,
             upstream_contexts=build_upstream_contexts(config),
             user_sessions=user_sessions or UserSessions(),
+            piggyback=piggyback,
         )
         self._servers: list[asyncio.Server] = []
         self._connections: dict[str, ProxyConnection] = {}
@@ -206,6 +211,7 @@ class ProxyServer:
         self._accounting = Accounting(config.accounting_file)
         self.user_sessions = UserSessions()
         self._throwaway: CertificatePair | None = None
+        self._piggyback = _build_piggyback(config)
         groups = build_aaa_groups(config)
         self.listeners = [
             self._build_listener(listener, groups)
@@ -223,6 +229,7 @@ class ProxyServer:
             config.private_key,
             listener=config.protocol,
             throwaway=self._throwaway,
+            client_certificates=config.client_certificates,
         )
         group = groups.get(config.aaa_group) if config.aaa_group else None
         return Listener(
@@ -232,6 +239,7 @@ class ProxyServer:
             aaa_group=group,
             accounting=self._accounting,
             user_sessions=self.user_sessions,
+            piggyback=self._piggyback,
         )
 
     async def start(self) -> None:
@@ -274,6 +282,13 @@ class ProxyServer:
             *(listener.wait_finished(timeout) for listener in self.listeners)
         )
         return all(results)
+
+
+def _build_piggyback(config: ProxyConfig) -> PiggybackDirectory | None:
+    piggyback = config.piggyback
+    if piggyback is None:
+        return None
+    return PiggybackDirectory(piggyback.database, timeout=piggyback.timeout)
 
 
 async def run_proxy(config: ProxyConfig) -> None:

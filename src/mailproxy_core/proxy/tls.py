@@ -4,6 +4,10 @@ A listener without a configured ``certificate`` uses a certificate that
 :func:`generate_self_signed` makes at start-up: CN ``mailproxy``, subject
 alternative names 127.0.0.1, ::1 and localhost, an ECDSA P-256 key. It is
 fit for tests and trials only, because no client can verify it.
+
+A listener with ``client_ca`` requests a client certificate and verifies
+it against that bundle. :func:`peer_certificate_subject` then returns the
+verified subject for method ``certificate``.
 """
 
 from __future__ import annotations
@@ -24,6 +28,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+
+from ..authflow import Subject, subject_from_ssl
+from .certificateconfig import ClientCertificates
 
 _log = logging.getLogger(__name__)
 
@@ -135,6 +142,7 @@ def server_tls(
     *,
     listener: str,
     throwaway: CertificatePair | None = None,
+    client_certificates: ClientCertificates | None = None,
 ) -> ServerTls:
     """Create the server context of ``listener``.
 
@@ -144,10 +152,15 @@ def server_tls(
         contains it.
     :param throwaway: the self-signed pair to use without ``certificate``,
         so that listeners of one process share it; a new one when ``None``.
-    :raises ssl.SSLError: when the files do not form a valid pair.
+    :param client_certificates: the CA bundle and mode for client
+        certificates, or ``None`` to request none.
+    :raises ssl.SSLError: when the files do not form a valid pair, or the
+        CA bundle contains no valid certificate.
     :raises OSError: when a file cannot be read.
     """
     context = _new_server_context()
+    if client_certificates is not None:
+        request_client_certificates(context, client_certificates)
     if certificate is not None:
         context.load_cert_chain(certificate, private_key)
         return ServerTls(context=context)
@@ -160,6 +173,42 @@ def server_tls(
         listener,
     )
     return ServerTls(context=context, self_signed=pair)
+
+
+def request_client_certificates(
+    context: ssl.SSLContext, client_certificates: ClientCertificates
+) -> None:
+    """Make the server ``context`` request and verify client certificates.
+
+    OpenSSL fails the handshake when a client sends a certificate that
+    does not verify, in both modes. The modes differ only for a client
+    that sends none.
+
+    :raises ssl.SSLError: when the CA bundle contains no valid certificate.
+    :raises OSError: when the CA bundle cannot be read.
+    """
+    context.load_verify_locations(cafile=client_certificates.ca_file)
+    if client_certificates.required:
+        context.verify_mode = ssl.CERT_REQUIRED
+    else:
+        context.verify_mode = ssl.CERT_OPTIONAL
+
+
+def peer_certificate_subject(ssl_object: object) -> Subject | None:
+    """Return the subject of the peer's verified certificate.
+
+    :param ssl_object: the ``ssl_object`` extra of a TLS transport.
+    :returns: ``None`` without TLS, or when the peer sent no certificate.
+    """
+    if not isinstance(ssl_object, ssl.SSLObject | ssl.SSLSocket):
+        return None
+
+    # getpeercert() returns an empty dict for a certificate that was not
+    # verified, which a context with client_ca never accepts.
+    certificate = ssl_object.getpeercert()
+    if not certificate:
+        return None
+    return subject_from_ssl(certificate.get("subject", ()))
 
 
 def upstream_context(*, verify: bool, ca_file: Path | None = None) -> ssl.SSLContext:
