@@ -312,11 +312,19 @@ def test_example_configuration_is_valid() -> None:
         ),
         (
             {"aaa": {"LOCAL": {"type": "ldap", "users_file": "u"}}},
-            "aaa.LOCAL.type: 'ldap' is not supported yet; use one of: local",
+            "aaa.LOCAL.users_file: unknown key",
         ),
         (
-            {"aaa": {"LOCAL": {"type": "radius"}}},
-            "aaa.LOCAL.type: 'radius' is not supported yet",
+            {"aaa": {"LOCAL": {"type": "ldap", "url": "ldap://127.0.0.1"}}},
+            "aaa.LOCAL.base_dn: missing",
+        ),
+        (
+            {"aaa": {"LOCAL": {"type": "radius", "secret": "s3cr3t-shared"}}},
+            "aaa.LOCAL.host: missing",
+        ),
+        (
+            {"aaa": {"LOCAL": {"type": "radius", "host": "127.0.0.1", "port": 0}}},
+            "aaa.LOCAL.port: ",
         ),
         (
             {"aaa": {"LOCAL": {"type": "kerberos"}}},

@@ -31,7 +31,8 @@ from pathlib import Path
 from typing import Final, TextIO
 
 from ..errors import ConfigurationError
-from .config import ProxyConfig, load_config
+from .aaagroups import build_aaa_group
+from .config import AaaGroupConfig, ProxyConfig, load_config
 from .listenerconfig import ListenerConfig
 from .piggyback import add_web_session, create_database, normalize_address
 from .protocols import load_session_factory
@@ -210,21 +211,26 @@ def _check_config(path: str, out: TextIO) -> int:
     config = load_config(path)
     for listener in config.listeners.values():
         _check_listener_files(listener)
-    user_counts = {
-        name: len(UsersFile(group.users_file).load())
-        for name, group in config.aaa_groups.items()
-    }
+    group_lines = [_check_aaa_group(group) for group in config.aaa_groups.values()]
     print(f"configuration OK: {config.path}", file=out)
     for line in describe_config(config):
         print(line, file=out)
-    for name, count in user_counts.items():
-        users_file = config.aaa_groups[name].users_file
-        print(f"aaa.{name}: local, {count} users in {users_file}", file=out)
+    for line in group_lines:
+        print(line, file=out)
     if config.piggyback is not None:
         database = config.piggyback.database
         found = "" if database.is_file() else " (not found yet)"
         print(f"piggyback: web sessions in {database}{found}", file=out)
     return EXIT_OK
+
+
+def _check_aaa_group(group: AaaGroupConfig) -> str:
+    # Building the group checks its settings and that its library exists.
+    build_aaa_group(group)
+    if group.users_file is None:
+        return f"aaa.{group.name}: {group.type}"
+    count = len(UsersFile(group.users_file).load())
+    return f"aaa.{group.name}: local, {count} users in {group.users_file}"
 
 
 def _check_listener_files(listener: ListenerConfig) -> None:
@@ -363,6 +369,12 @@ def _users_file(arguments: argparse.Namespace) -> UsersFile:
         raise CommandError(
             f"--group {arguments.group!r} is not an [aaa.NAME] group of "
             f"{config.path}; configured groups: {known}",
+            EXIT_CONFIG,
+        )
+    if group.users_file is None:
+        raise CommandError(
+            f"--group {arguments.group!r} is of type {group.type!r}; "
+            "mailproxy user manages only groups of type 'local'",
             EXIT_CONFIG,
         )
     return UsersFile(group.users_file)

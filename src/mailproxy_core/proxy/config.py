@@ -36,6 +36,7 @@ from typing import Final
 
 from ..delimiters import Delimiters
 from ..errors import ConfigurationError
+from ..secrets import Secret
 from ..settings import GroupPolicy
 from .configtable import ConfigTable, describe_choices
 from .listenerconfig import (
@@ -49,7 +50,7 @@ from .piggyback import DEFAULT_TIMEOUT, PiggybackConfig
 from .protocols import PROTOCOLS
 
 #: Types of AAA server group that the proxy implements.
-SUPPORTED_AAA_TYPES: Final = frozenset({"local"})
+SUPPORTED_AAA_TYPES: Final = frozenset({"local", "ldap", "radius"})
 
 #: Types of AAA server group that the configuration accepts, implemented or not.
 KNOWN_AAA_TYPES: Final = SUPPORTED_AAA_TYPES | {"ldap", "radius"}
@@ -76,14 +77,20 @@ class AaaGroupConfig:
     """One ``[aaa.NAME]`` AAA server group.
 
     :param name: the group name that listeners refer to.
-    :param type: the back end; only ``local`` exists so far.
+    :param type: the back end: ``local``, ``ldap`` or ``radius``.
     :param users_file: for ``local``, the file that ``mailproxy user``
-        manages.
+        manages; ``None`` for the other types.
+    :param options: for ``ldap`` and ``radius``, the keyword arguments of
+        :class:`~mailproxy_core.proxy.ldapgroup.LdapAaaGroup` or
+        :class:`~mailproxy_core.proxy.radiusgroup.RadiusAaaGroup`; the
+        bind password and shared secret are
+        :class:`~mailproxy_core.secrets.Secret` values.
     """
 
     name: str
     type: str
-    users_file: Path
+    users_file: Path | None = None
+    options: Mapping[str, object] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -194,14 +201,82 @@ def _read_aaa_groups(
 
 def _read_aaa_group(name: str, table: ConfigTable, base: Path) -> AaaGroupConfig:
     group_type = table.choice("type", KNOWN_AAA_TYPES, "local")
-    if group_type not in SUPPORTED_AAA_TYPES:
-        supported = ", ".join(sorted(SUPPORTED_AAA_TYPES))
-        raise table.error(
-            "type", f"{group_type!r} is not supported yet; use one of: {supported}"
-        )
-    table.reject_unknown({"type", "users_file"})
-    users_file = table.required_string("users_file")
-    return AaaGroupConfig(name=name, type=group_type, users_file=base / users_file)
+    if group_type == "ldap":
+        options = _read_ldap_options(table, base)
+    elif group_type == "radius":
+        options = _read_radius_options(table, base)
+    else:
+        table.reject_unknown({"type", "users_file"})
+        users_file = base / table.required_string("users_file")
+        return AaaGroupConfig(name=name, type=group_type, users_file=users_file)
+    return AaaGroupConfig(name=name, type=group_type, options=options)
+
+
+def _read_ldap_options(table: ConfigTable, base: Path) -> dict[str, object]:
+    table.reject_unknown(
+        {
+            "type",
+            "url",
+            "base_dn",
+            "user_filter",
+            "bind_dn",
+            "bind_password",
+            "group_attribute",
+            "timeout",
+            "ca_file",
+            "start_tls",
+        }
+    )
+    options: dict[str, object] = {
+        "url": table.required_string("url"),
+        "base_dn": table.required_string("base_dn"),
+        "timeout": table.seconds("timeout", 5.0),
+        "start_tls": table.boolean("start_tls", False),
+    }
+    for key in ("user_filter", "bind_dn", "group_attribute"):
+        value = table.string(key)
+        if value is not None:
+            options[key] = value
+    password = table.string("bind_password")
+    if password is not None:
+        options["bind_password"] = Secret(password)
+    ca_file = table.string("ca_file")
+    if ca_file is not None:
+        options["ca_file"] = base / ca_file
+    return options
+
+
+def _read_radius_options(table: ConfigTable, base: Path) -> dict[str, object]:
+    table.reject_unknown(
+        {
+            "type",
+            "host",
+            "port",
+            "secret",
+            "timeout",
+            "retries",
+            "nas_identifier",
+            "dictionary",
+            "require_message_authenticator",
+        }
+    )
+    options: dict[str, object] = {
+        "host": table.required_string("host"),
+        "port": table.integer("port", 1812, minimum=1),
+        "secret": Secret(table.required_string("secret")),
+        "timeout": table.seconds("timeout", 5.0),
+        "retries": table.integer("retries", 2),
+        "require_message_authenticator": table.boolean(
+            "require_message_authenticator", True
+        ),
+    }
+    nas_identifier = table.string("nas_identifier")
+    if nas_identifier is not None:
+        options["nas_identifier"] = nas_identifier
+    dictionary = table.string("dictionary")
+    if dictionary is not None:
+        options["dictionary"] = base / dictionary
+    return options
 
 
 def _read_listeners(
