@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
+from types import FrameType
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPOSITORY))
@@ -61,12 +64,32 @@ The proxy is running. Try, from another terminal:
   curl -k 'pop3s://vpnuser%3Amailuser:vpnpass%3Amailpass@127.0.0.1:9995/1'
 
 or any mail client with user name vpnuser:mailuser and password
-vpnpass:mailpass (accept the self-signed certificate). Ctrl-C stops.
+vpnpass:mailpass (accept the self-signed certificate). Ctrl-C or SIGTERM
+stops.
 """
 
 
+def stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    """Turn SIGTERM into the same clean stop as Ctrl-C."""
+    raise KeyboardInterrupt
+
+
+def wait_until_listening(port: int, timeout: float = 15.0) -> bool:
+    """Return whether 127.0.0.1:``port`` accepts a connection in time."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        except OSError:
+            time.sleep(0.2)
+        else:
+            return True
+    return False
+
+
 def main() -> int:
-    """Start Dovecot and the proxy, and stop both on Ctrl-C."""
+    """Start Dovecot and the proxy, and stop both on Ctrl-C or SIGTERM."""
+    signal.signal(signal.SIGTERM, stop_on_sigterm)
     binary = find_dovecot()
     if binary is None:
         print("dovecot is not installed; run scripts/demo, which installs it")
@@ -91,8 +114,9 @@ def run_demo(binary: str, root: Path) -> int:
         UsersFile(root / "users.db").add(hash_password("vpnuser", "vpnpass"))
         command = [sys.executable, "-m", "mailproxy_core.proxy.cli", "serve"]
         proxy = subprocess.Popen([*command, "--config", str(config)])
-        print(INSTRUCTIONS, flush=True)
         try:
+            if wait_until_listening(9993):
+                print(INSTRUCTIONS, flush=True)
             return proxy.wait()
         except KeyboardInterrupt:
             proxy.send_signal(signal.SIGTERM)

@@ -21,7 +21,6 @@ from typing import Any
 from mailproxy_core.proxy.aaa import AaaGroup, AaaResult
 from mailproxy_core.proxy.accounting import Accounting
 from mailproxy_core.proxy.config import parse_config
-from mailproxy_core.proxy.protocols import load_session_factory
 from mailproxy_core.proxy.server import Listener
 from mailproxy_core.proxy.tls import server_tls
 
@@ -155,7 +154,7 @@ async def running_listener(
     config = parse_config(document, folder / "proxy.toml").listeners["imap4s"]
     listener = Listener(
         config,
-        session_factory=load_session_factory(config.spec),
+        session_factory=config.session_factory or config.spec.session_class,
         tls=server_tls(None, None, listener="imap4s"),
         aaa_group=aaa_group,
         accounting=accounting or Accounting(),

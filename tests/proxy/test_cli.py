@@ -122,6 +122,8 @@ def test_user_add_list_remove(
 def test_user_add_with_policy(
     config: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    with config.open("a") as file:
+        file.write("\n[group_policy.staff]\n")
     monkeypatch.setattr("sys.stdin", io.StringIO("pw\n"))
     group = ["--config", str(config), "--group", "LOCAL"]
     command = ["user", "add", *group, "alice", "--password-stdin", "--policy", "staff"]
@@ -129,6 +131,41 @@ def test_user_add_with_policy(
     capsys.readouterr()
     assert cli.main(["user", "list", *group]) == 0
     assert capsys.readouterr().out == "alice (policy staff)\n"
+
+
+def test_user_add_unknown_policy_rejected(
+    config: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr("sys.stdin", io.StringIO("pw\n"))
+    group = ["--config", str(config), "--group", "LOCAL"]
+    command = ["user", "add", *group, "alice", "--password-stdin", "--policy", "staff"]
+    assert cli.main(command) == 2
+    assert (
+        "--policy 'staff' is not a [group_policy.NAME] table" in capsys.readouterr().err
+    )
+
+
+def test_user_add_separator_in_name_or_password_rejected(
+    config: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config.write_text('[delimiters]\nname_separator = "|"\n' + config.read_text())
+    assert add_user(config, monkeypatch, "vpn|user", "pw") == 2
+    assert "contains the name separator '|'" in capsys.readouterr().err
+    assert add_user(config, monkeypatch, "alice", "pass|word") == 1
+    assert "the password contains the name separator '|'" in capsys.readouterr().err
+    assert not (config.parent / "users.db").exists()
+
+
+def test_user_add_eof_at_prompt(
+    config: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def no_input(prompt: str) -> str:
+        raise EOFError
+
+    monkeypatch.setattr("getpass.getpass", no_input)
+    group = ["--config", str(config), "--group", "LOCAL"]
+    assert cli.main(["user", "add", *group, "alice"]) == 1
+    assert "no password entered" in capsys.readouterr().err
 
 
 def test_user_add_asks_twice(config: Path, monkeypatch: pytest.MonkeyPatch) -> None:

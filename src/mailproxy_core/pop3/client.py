@@ -31,7 +31,7 @@ from ..settings import AuthMethod, Limits, SessionSettings
 # Commands of the TRANSACTION state (RFC 1939 section 5, RFC 2449); before
 # login they get "-ERR Log in first".
 _LATER_COMMANDS: Final = frozenset(
-    b"STAT LIST RETR DELE NOOP RSET TOP UIDL LAST APOP".split()
+    b"STAT LIST RETR DELE NOOP RSET TOP UIDL LAST".split()
 )
 
 _Handler = Callable[[bytes], list[ClientOutput]]
@@ -140,6 +140,9 @@ class PopClientMachine(ClientMachine):
             return handler(argument)
         if name.upper() in _LATER_COMMANDS:
             return self._error(b"Log in first")
+        if name.upper() == b"APOP":
+            # APOP sends a digest; the proxy needs the clear password.
+            return self._error(b"APOP is not supported; use USER and PASS or AUTH")
         return self._error(b"Unknown command")
 
     # Commands ------------------------------------------------------------

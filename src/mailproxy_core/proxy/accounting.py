@@ -75,8 +75,10 @@ class Accounting:
         one accounting line is better than dropping every connection.
         """
         _log.info(
-            "[%s] accounting: user %s, mail user %s, identity %s, methods %s, "
-            "upstream %s, %d bytes from client, %d bytes to client, %.1f s, %s",
+            # User names come from the client: %r escapes control characters,
+            # so a name cannot forge log lines or fields.
+            "[%s] accounting: user %r, mail user %r, identity %r, methods %s, "
+            "upstream %r, %d bytes from client, %d bytes to client, %.1f s, %s",
             record.connection,
             record.vpn_user,
             record.mail_user,

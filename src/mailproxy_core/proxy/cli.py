@@ -35,8 +35,8 @@ from .aaagroups import build_aaa_group
 from .config import AaaGroupConfig, ProxyConfig, load_config
 from .listenerconfig import ListenerConfig
 from .piggyback import add_web_session, create_database, normalize_address
-from .protocols import load_session_factory
 from .server import run_proxy
+from .tls import load_key_pair
 from .users import UsersFile, check_name, hash_password
 
 EXIT_OK: Final = 0
@@ -209,6 +209,12 @@ def _serve(path: str) -> int:
 
 def _check_config(path: str, out: TextIO) -> int:
     config = load_config(path)
+    if not config.active_listeners():
+        raise CommandError(
+            f"{config.path}: no listener has a 'listen' address, so serve would "
+            "not start; add listen to an [imap4s], [pop3s] or [smtps] table",
+            EXIT_CONFIG,
+        )
     for listener in config.listeners.values():
         _check_listener_files(listener)
     group_lines = [_check_aaa_group(group) for group in config.aaa_groups.values()]
@@ -234,14 +240,12 @@ def _check_aaa_group(group: AaaGroupConfig) -> str:
 
 
 def _check_listener_files(listener: ListenerConfig) -> None:
-    if listener.listen:
-        load_session_factory(listener.spec)
     _check_client_ca(listener)
     if listener.certificate is None:
         return
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     try:
-        context.load_cert_chain(listener.certificate, listener.private_key)
+        load_key_pair(context, listener.certificate, listener.private_key)
     except (OSError, ssl.SSLError) as error:
         raise ConfigurationError(
             f"{listener.protocol}.certificate: cannot load the certificate and "
@@ -382,25 +386,61 @@ def _users_file(arguments: argparse.Namespace) -> UsersFile:
 
 def _user_add(arguments: argparse.Namespace) -> int:
     users = _users_file(arguments)
+    config = load_config(arguments.config)
     try:
         check_name(arguments.user, "user name")
         if arguments.policy is not None:
             check_name(arguments.policy, "group policy")
     except ValueError as error:
         raise CommandError(str(error), EXIT_CONFIG) from None
+    _check_user_against_config(arguments.user, arguments.policy, config)
     password = _read_password(arguments.password_stdin)
+    # The login splits the typed password at its first name separator, so
+    # a VPN password that contains one could never match.
+    separator = config.delimiters.name_separator
+    if separator in password:
+        raise CommandError(
+            f"the password contains the name separator {separator!r}; "
+            "nothing was changed"
+        )
     existed = users.add(hash_password(arguments.user, password, arguments.policy))
     action = "updated" if existed else "added"
     print(f"{action} user {arguments.user!r} in {users.path}", file=sys.stderr)
     return EXIT_OK
 
 
+def _check_user_against_config(
+    user: str, policy: str | None, config: ProxyConfig
+) -> None:
+    separator = config.delimiters.name_separator
+    if separator in user:
+        raise CommandError(
+            f"user name {user!r} contains the name separator {separator!r}, so "
+            "no login could name this user; choose another name",
+            EXIT_CONFIG,
+        )
+    if policy is not None and policy not in config.group_policies:
+        known = ", ".join(sorted(config.group_policies)) or "none"
+        raise CommandError(
+            f"--policy {policy!r} is not a [group_policy.NAME] table of "
+            f"{config.path}; configured policies: {known}",
+            EXIT_CONFIG,
+        )
+
+
 def _read_password(from_stdin: bool) -> str:
     if from_stdin:
         password = sys.stdin.readline().removesuffix("\n").removesuffix("\r")
     else:
-        password = getpass.getpass("Password: ")
-        if getpass.getpass("Repeat the password: ") != password:
+        try:
+            password = getpass.getpass("Password: ")
+            repeated = getpass.getpass("Repeat the password: ")
+        except (EOFError, KeyboardInterrupt):
+            raise CommandError(
+                "no password entered; nothing was changed (without a terminal, "
+                "use --password-stdin)"
+            ) from None
+        if repeated != password:
             raise CommandError("the passwords differ; nothing was changed")
     if not password:
         raise CommandError("the password is empty; nothing was changed")

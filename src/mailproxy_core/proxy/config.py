@@ -110,6 +110,7 @@ class ProxyConfig:
         ``None`` for the log only.
     :param piggyback: the web sessions database of method ``piggyback``, or
         ``None`` without a ``[piggyback]`` table.
+    :param group_policies: the ``[group_policy.NAME]`` tables by name.
     """
 
     path: Path
@@ -122,6 +123,9 @@ class ProxyConfig:
     log_level: str = "INFO"
     accounting_file: Path | None = None
     piggyback: PiggybackConfig | None = None
+    group_policies: Mapping[str, GroupPolicy] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
 
     def active_listeners(self) -> list[ListenerConfig]:
         """Return the listeners that have at least one ``listen`` address."""
@@ -144,6 +148,10 @@ def load_config(path: str | Path) -> ProxyConfig:
         ) from None
     except tomllib.TOMLDecodeError as error:
         raise ConfigurationError(f"{config_path}: invalid TOML: {error}") from None
+    except UnicodeDecodeError:
+        raise ConfigurationError(
+            f"{config_path}: not UTF-8 text; TOML files must be UTF-8"
+        ) from None
     return parse_config(document, config_path)
 
 
@@ -176,6 +184,7 @@ def parse_config(document: Mapping[str, object], path: Path) -> ProxyConfig:
         log_level=_read_log_level(top.table("logging")),
         accounting_file=base / accounting if accounting else None,
         piggyback=piggyback,
+        group_policies=shared.policies,
     )
 
 

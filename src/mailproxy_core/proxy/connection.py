@@ -218,7 +218,7 @@ class ProxyConnection:
         self._certificate_subject = subject
         if subject is not None:
             dn = certificate_identity(subject, None)
-            self._log.info("client certificate with subject %s", dn)
+            self._log.info("client certificate with subject %r", dn)
         return subject
 
     async def _client_loop(self) -> None:
@@ -445,13 +445,16 @@ class ProxyConnection:
                 self._log.info("authentication passed: %s", method.value)
             case AuthenticationFailed(method=method, reason=reason):
                 self._log.warning(
-                    "authentication failed (%s): %s; %d attempts left",
+                    "authentication failed (%s): %s; attempts left: %d",
                     method.value if method is not None else "credentials",
                     reason,
                     event.attempts_left,
                 )
             case ProtocolErrorObserved(side=side, message=message, fatal=fatal):
-                self._log.warning(
+                # A client's bad command is routine and answered; only errors
+                # that end the connection are worth a warning.
+                self._log.log(
+                    logging.WARNING if fatal else logging.INFO,
                     "protocol error from %s%s: %s",
                     side.value,
                     ", closing" if fatal else "",

@@ -93,7 +93,8 @@ from .certificateconfig import (
     read_client_certificates,
 )
 from .configtable import ConfigTable, describe_choices
-from .protocols import ProtocolSpec, default_limits
+from .protocols import ProtocolSpec, ProxySession, SessionFactory, default_limits
+from .sessionoptions import read_session_factory
 
 if TYPE_CHECKING:
     from .config import AaaGroupConfig
@@ -179,6 +180,8 @@ class ListenerConfig:
     :param upstream_ca_files: CA bundles by upstream server name.
     :param client_certificates: how client certificates are requested and
         verified, or ``None`` when the listener requests none.
+    :param session_factory: builds each session with the protocol-specific
+        keys applied, or ``None`` for the protocol's session class as it is.
     """
 
     protocol: str
@@ -194,6 +197,12 @@ class ListenerConfig:
         default_factory=lambda: MappingProxyType({})
     )
     client_certificates: ClientCertificates | None = None
+    session_factory: SessionFactory | None = None
+
+    def make_session(self) -> ProxySession:
+        """Create the session of one new connection."""
+        factory = self.session_factory or self.spec.session_class
+        return factory(self.session)
 
 
 def parse_listen_address(text: str, default_port: int) -> ListenAddress:
@@ -277,7 +286,7 @@ def read_listener(
 
     :raises ConfigurationError: naming the first invalid key.
     """
-    table.reject_unknown(_LISTENER_KEYS)
+    table.reject_unknown(_LISTENER_KEYS | spec.session_keys)
     base = shared.base
     methods = _read_methods(table, spec)
     _check_piggyback(table, methods, shared)
@@ -297,6 +306,7 @@ def read_listener(
         session=_read_session(table, spec, methods, servers, shared),
         upstream_ca_files=MappingProxyType(ca_files),
         client_certificates=read_client_certificates(table, client_ca, methods),
+        session_factory=read_session_factory(table, spec),
     )
 
 
@@ -336,6 +346,8 @@ def _read_methods(table: ConfigTable, spec: ProtocolSpec) -> frozenset[AuthMetho
     if names is None:
         names = ["aaa", "mailhost"]
     methods = {_read_method(table, index, name) for index, name in enumerate(names)}
+    if len(methods) < len(names):
+        raise table.error("authentication", "names a method more than once")
     if not methods:
         raise table.error("authentication", "must name at least one method")
     if spec.requires_mailhost and AuthMethod.MAILHOST not in methods:
@@ -400,7 +412,8 @@ def _read_servers(
             ca_file = _read_existing_file(server_table, "ca_file", base)
             if ca_file is not None:
                 ca_files[name] = ca_file
-    if not servers and AuthMethod.MAILHOST in methods:
+    # Even without mailhost the proxy must know where to relay the session.
+    if not servers:
         raise table.error(
             "servers", f"missing; add at least one [{table.path}.servers.NAME] table"
         )

@@ -1,23 +1,24 @@
 """The table of proxied protocols that drives configuration and listeners.
 
 Each row names the configuration section (``imap4s``), the session class
-that speaks the protocol and the protocol's own defaults. Adding POP3S or
-SMTPS to the proxy means adding its session class to the core; this table
-already has their rows.
+that speaks the protocol, the listener keys only it has, and the
+protocol's own defaults.
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Final, Protocol
 
 from ..authflow import Subject
-from ..errors import ConfigurationError
 from ..events import Event, Side
+from ..imap import ImapSession
+from ..pop3 import PopSession
+from ..session import Session
 from ..settings import AuthMethod, Limits, SessionSettings
+from ..smtp import SmtpSession
 from ..states import ConnectionState
 
 
@@ -89,7 +90,9 @@ class ProtocolSpec:
     :param name: configuration section and log prefix, such as ``imap4s``.
     :param label: name for people, such as ``IMAP4S``.
     :param default_port: port used when a ``listen`` entry names none.
-    :param session_path: ``module:attribute`` of the session class.
+    :param session_class: the core session class of the protocol.
+    :param session_keys: listener keys that only this protocol has; they
+        shape its sessions (see :mod:`~mailproxy_core.proxy.sessionoptions`).
     :param idle_authenticated: default seconds a relayed client may stay
         silent, the protocol's own minimum autologout time.
     :param requires_mailhost: whether ``authentication`` must contain
@@ -101,7 +104,8 @@ class ProtocolSpec:
     name: str
     label: str
     default_port: int
-    session_path: str
+    session_class: type[Session]
+    session_keys: frozenset[str]
     idle_authenticated: float
     requires_mailhost: bool
     upstream_port: int
@@ -112,7 +116,8 @@ _IMAP4S = ProtocolSpec(
     name="imap4s",
     label="IMAP4S",
     default_port=993,
-    session_path="mailproxy_core.imap:ImapSession",
+    session_class=ImapSession,
+    session_keys=frozenset({"imap4rev2"}),
     # RFC 9051 section 5.4: an autologout timer lasts at least 30 minutes.
     idle_authenticated=30 * 60.0,
     requires_mailhost=True,
@@ -124,7 +129,8 @@ _POP3S = ProtocolSpec(
     name="pop3s",
     label="POP3S",
     default_port=995,
-    session_path="mailproxy_core.pop3:PopSession",
+    session_class=PopSession,
+    session_keys=frozenset(),
     # RFC 1939 section 3: an inactivity autologout timer lasts at least 10 minutes.
     idle_authenticated=10 * 60.0,
     requires_mailhost=True,
@@ -136,7 +142,8 @@ _SMTPS = ProtocolSpec(
     name="smtps",
     label="SMTPS",
     default_port=988,
-    session_path="mailproxy_core.smtp:SmtpSession",
+    session_class=SmtpSession,
+    session_keys=frozenset({"hostname", "size", "eightbitmime", "smtputf8"}),
     # RFC 5321 section 4.5.3.2.7: a server waits at least 5 minutes for a command.
     idle_authenticated=5 * 60.0,
     requires_mailhost=False,
@@ -151,34 +158,6 @@ PROTOCOLS: Final[Mapping[str, ProtocolSpec]] = MappingProxyType(
 )
 
 
-def _import_session_class(spec: ProtocolSpec) -> object:
-    module_name, _, attribute = spec.session_path.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as error:
-        if error.name != module_name:
-            raise
-        raise ConfigurationError(
-            f"[{spec.name}]: {spec.label} is not supported yet; remove the section"
-        ) from None
-    return getattr(module, attribute)
-
-
-def load_session_factory(spec: ProtocolSpec) -> SessionFactory:
-    """Import the session class of ``spec``.
-
-    :raises ConfigurationError: when this installation has no session for
-        the protocol.
-    """
-    factory: SessionFactory = _import_session_class(spec)  # type: ignore[assignment]
-    return factory
-
-
 def default_limits(spec: ProtocolSpec) -> Limits:
-    """Return the limits that the protocol's session class uses by default.
-
-    :raises ConfigurationError: when this installation has no session for
-        the protocol.
-    """
-    limits = getattr(_import_session_class(spec), "DEFAULT_LIMITS", None)
-    return limits if isinstance(limits, Limits) else Limits()
+    """Return the limits that the protocol's session class uses by default."""
+    return spec.session_class.DEFAULT_LIMITS

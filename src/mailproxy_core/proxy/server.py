@@ -27,7 +27,7 @@ from .config import ProxyConfig
 from .connection import ListenerContext, ProxyConnection
 from .listenerconfig import ListenAddress, ListenerConfig
 from .piggyback import PiggybackDirectory
-from .protocols import SessionFactory, load_session_factory
+from .protocols import SessionFactory
 from .stream import PeerStream
 from .tls import (
     CertificatePair,
@@ -221,7 +221,7 @@ class ProxyServer:
     def _build_listener(
         self, config: ListenerConfig, groups: Mapping[str, AaaGroup]
     ) -> Listener:
-        factory = load_session_factory(config.spec)
+        factory = config.session_factory or config.spec.session_class
         if config.certificate is None and self._throwaway is None:
             self._throwaway = generate_self_signed()
         tls = server_tls(

@@ -136,6 +136,31 @@ def load_certificate_pair(context: ssl.SSLContext, pair: CertificatePair) -> Non
         context.load_cert_chain(certificate, key)
 
 
+class EncryptedKeyError(ssl.SSLError):
+    """The private key is encrypted, and the proxy takes no passphrase."""
+
+
+def _refuse_passphrase() -> bytes:
+    # Without a callback OpenSSL would ask on the terminal and block, which
+    # a service must never do.
+    raise EncryptedKeyError(
+        "the private key is encrypted; decrypt it, for example with "
+        "'openssl pkey -in KEY -out KEY.plain', because the proxy takes "
+        "no passphrase"
+    )
+
+
+def load_key_pair(
+    context: ssl.SSLContext, certificate: Path, private_key: Path | None
+) -> None:
+    """Load a certificate chain and key without ever asking for a passphrase.
+
+    :raises ssl.SSLError: when the files do not form a valid pair, or the key
+        is encrypted (:class:`EncryptedKeyError`).
+    """
+    context.load_cert_chain(certificate, private_key, password=_refuse_passphrase)
+
+
 def server_tls(
     certificate: Path | None,
     private_key: Path | None,
@@ -162,7 +187,7 @@ def server_tls(
     if client_certificates is not None:
         request_client_certificates(context, client_certificates)
     if certificate is not None:
-        context.load_cert_chain(certificate, private_key)
+        load_key_pair(context, certificate, private_key)
         return ServerTls(context=context)
 
     pair = throwaway or generate_self_signed()

@@ -143,6 +143,9 @@ def check_name(name: str, field_name: str) -> None:
     """
     if not name:
         raise ValueError(f"{field_name} must not be empty")
+    if name.startswith("#"):
+        # The users file reads such a line as a comment.
+        raise ValueError(f"{field_name} must not start with '#'")
     if len(name) > _MAX_NAME:
         raise ValueError(f"{field_name} is longer than {_MAX_NAME} characters")
     if ":" in name or any(c.isspace() or not c.isprintable() for c in name):
