@@ -94,3 +94,15 @@ def test_group_policy_from_server_refuses_login(
         reply = login_reply(client, "vpnuser:mailuser", "vpnpass:mailpass")
     assert reply == "NO b'[AUTHENTICATIONFAILED] Authentication failed'"
     assert "group policy 'staff' does not allow imap4s" in caplog.text
+
+
+def test_aaa_without_group_fails_and_logs(
+    start_proxy: StartProxy, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="mailproxy_core")
+    proxy = start_proxy({"imap4s": {"authentication_server_group": None}})
+    with proxy.imap() as client:
+        reply = login_reply(client, "vpnuser:mailuser", "vpnpass:mailpass")
+    assert reply == "NO b'[AUTHENTICATIONFAILED] Authentication failed'"
+    assert "no AAA server group configured" in caplog.text
+    assert "no authentication_server_group is set" in caplog.text

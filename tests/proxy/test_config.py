@@ -237,10 +237,6 @@ def test_example_configuration_is_valid() -> None:
         ),
         ({"authentication": [1]}, "imap4s.authentication[0]: expected a string, got 1"),
         (
-            {"authentication_server_group": None},
-            "imap4s.authentication_server_group: missing",
-        ),
-        (
             {"authentication_server_group": "RADIUS1"},
             "imap4s.authentication_server_group: 'RADIUS1' is not a configured "
             "AAA server group; use one of: LOCAL",
@@ -461,3 +457,19 @@ def test_parse_listen_address(text: str, expected: ListenAddress) -> None:
 def test_parse_listen_address_rejects(text: str) -> None:
     with pytest.raises(ValueError):
         parse_listen_address(text, 143)
+
+
+def test_aaa_without_group_warns(tmp_path: Path) -> None:
+    document = {
+        "imap4s": {
+            "listen": "127.0.0.1:0",
+            "authentication": ["aaa", "mailhost"],
+            "servers": {"mail": {"host": "127.0.0.1"}},
+        }
+    }
+    listener = parse_config(document, tmp_path / "proxy.toml").listeners["imap4s"]
+    assert listener.aaa_group is None
+    assert listener.warnings() == [
+        "imap4s: authentication includes aaa but no authentication_server_group "
+        "is set, so every login fails"
+    ]

@@ -77,9 +77,11 @@ class Accounting:
         _log.info(
             # User names come from the client: %r escapes control characters,
             # so a name cannot forge log lines or fields.
-            "[%s] accounting: user %r, mail user %r, identity %r, methods %s, "
-            "upstream %r, %d bytes from client, %d bytes to client, %.1f s, %s",
+            "[%s] accounting: client %s, user %r, mail user %r, identity %r, "
+            "methods %s, upstream %r, %d bytes from client, %d bytes to client, "
+            "%.1f s, %s",
             record.connection,
+            record.client,
             record.vpn_user,
             record.mail_user,
             record.identity,

@@ -219,6 +219,9 @@ def _check_config(path: str, out: TextIO) -> int:
         _check_listener_files(listener)
     group_lines = [_check_aaa_group(group) for group in config.aaa_groups.values()]
     print(f"configuration OK: {config.path}", file=out)
+    for listener in config.listeners.values():
+        for warning in listener.warnings():
+            print(f"warning: {warning}", file=out)
     for line in describe_config(config):
         print(line, file=out)
     for line in group_lines:

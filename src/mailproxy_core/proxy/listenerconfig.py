@@ -34,7 +34,8 @@ Keys of a listener table (all optional unless marked):
     ``certificate`` needs ``client_ca``, and ``piggyback`` needs the
     top-level ``[piggyback]`` table.
 ``authentication_server_group``
-    the ``[aaa.NAME]`` group that checks method ``aaa``.
+    the ``[aaa.NAME]`` group that checks method ``aaa``. Without it every
+    login of a listener with method ``aaa`` fails.
 ``default_server``
     the ``servers`` entry used when the user names none.
 ``outstanding``
@@ -198,6 +199,15 @@ class ListenerConfig:
     )
     client_certificates: ClientCertificates | None = None
     session_factory: SessionFactory | None = None
+
+    def warnings(self) -> list[str]:
+        """Return problems that let the listener start but fail logins."""
+        if AuthMethod.AAA in self.session.methods and self.aaa_group is None:
+            return [
+                f"{self.protocol}: authentication includes aaa but no "
+                "authentication_server_group is set, so every login fails"
+            ]
+        return []
 
     def make_session(self) -> ProxySession:
         """Create the session of one new connection."""
@@ -385,11 +395,8 @@ def _read_aaa_group_name(
 ) -> str | None:
     name = table.string("authentication_server_group")
     if name is None:
-        if AuthMethod.AAA in methods:
-            raise table.error(
-                "authentication_server_group",
-                "missing; authentication includes aaa, so name an [aaa.NAME] group",
-            )
+        # Method aaa without a group fails every login; serve and
+        # check-config warn about it, and each failure is logged.
         return None
     if name not in groups:
         configured = describe_choices(groups) or "(no [aaa.NAME] group configured)"

@@ -222,6 +222,8 @@ class ProxyServer:
         self, config: ListenerConfig, groups: Mapping[str, AaaGroup]
     ) -> Listener:
         factory = config.session_factory or config.spec.session_class
+        for warning in config.warnings():
+            _log.warning("%s", warning)
         if config.certificate is None and self._throwaway is None:
             self._throwaway = generate_self_signed()
         tls = server_tls(
