@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from mailproxy_core.proxy import cli
 from mailproxy_core.proxy.replay import format_lines
 
 TRANSCRIPTS = Path(__file__).parent.parent / "transcripts"
@@ -35,3 +36,22 @@ def test_replay_rejects_unknown_protocol() -> None:
 def test_replay_reads_protocol_line() -> None:
     lines = list(format_lines("! protocol=pop3s\n= start\n"))
     assert json.loads(lines[0])["data"] == "+OK mailproxy ready\r\n"
+
+
+def test_replay_command_prints_lines(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    transcript = tmp_path / "session.txt"
+    transcript.write_text("! protocol=imap4s\n= start\nC: a1 NOOP\n")
+    assert cli.main(["replay", str(transcript)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert json.loads(lines[1])["data"] == "a1 OK NOOP completed\r\n"
+
+
+def test_replay_command_needs_protocol(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    transcript = tmp_path / "session.txt"
+    transcript.write_text("= start\n")
+    assert cli.main(["replay", str(transcript)]) == 2
+    assert "no protocol given; pass --protocol" in capsys.readouterr().err

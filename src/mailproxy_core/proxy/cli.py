@@ -35,6 +35,8 @@ from .aaagroups import build_aaa_group
 from .config import AaaGroupConfig, ProxyConfig, load_config
 from .listenerconfig import ListenerConfig
 from .piggyback import add_web_session, create_database, normalize_address
+from .replay import SESSIONS as REPLAY_SESSIONS
+from .replay import format_lines
 from .server import run_proxy
 from .tls import load_key_pair
 from .users import UsersFile, check_name, hash_password
@@ -71,6 +73,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = commands.add_parser("check-config", help="validate a configuration file")
     check.add_argument("file", metavar="FILE", help="the TOML configuration file")
+
+    replay = commands.add_parser(
+        "replay",
+        help="run a recorded session through the core and print its events as "
+        "JSON lines, secrets redacted",
+    )
+    replay.add_argument(
+        "file", metavar="FILE", help="a transcript (mailproxy_core.transcript format)"
+    )
+    replay.add_argument(
+        "--protocol",
+        choices=sorted(REPLAY_SESSIONS),
+        help="the listener type; default: the transcript's '! protocol=' line",
+    )
 
     user = commands.add_parser("user", help="manage users of a 'local' AAA group")
     actions = user.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -182,11 +198,32 @@ def _dispatch(arguments: argparse.Namespace) -> int:
         return _check_config(arguments.file, sys.stdout)
     if arguments.command == "piggyback":
         return _piggyback(arguments)
+    if arguments.command == "replay":
+        return _replay(arguments.file, arguments.protocol, sys.stdout)
     if arguments.action == "add":
         return _user_add(arguments)
     if arguments.action == "remove":
         return _user_remove(arguments)
     return _user_list(arguments, sys.stdout)
+
+
+# replay -----------------------------------------------------------------
+
+
+def _replay(path: str, protocol: str | None, out: TextIO) -> int:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise CommandError(f"cannot read {path!r}: {error}", EXIT_CONFIG) from None
+    try:
+        for line in format_lines(text, protocol):
+            print(line, file=out)
+    except ValueError as error:
+        raise CommandError(f"{path}: {error}", EXIT_CONFIG) from None
+    except BrokenPipeError:
+        # A reader such as "head" stopped early; that is not an error.
+        return EXIT_OK
+    return EXIT_OK
 
 
 # serve ------------------------------------------------------------------

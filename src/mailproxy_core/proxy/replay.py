@@ -68,8 +68,13 @@ def replay(text: str, protocol: str | None = None) -> Iterator[dict[str, object]
     """
     options = transcript_options(text)
     name = protocol or options.get("protocol", "")
+    choices = ", ".join(SESSIONS)
+    if not name:
+        raise ValueError(
+            f"no protocol given; pass --protocol ({choices}) or add a "
+            "'! protocol=NAME' line"
+        )
     if name not in SESSIONS:
-        choices = ", ".join(SESSIONS)
         raise ValueError(f"protocol {name!r} is invalid; use one of: {choices}")
     session = SESSIONS[name](build_settings(options))
     for step in parse_transcript(text):
