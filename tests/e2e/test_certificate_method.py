@@ -268,7 +268,7 @@ def test_imap_entire_dn_identity_logged(
 
     wait_until_idle(proxy)
     dn = f"CN={VPN_USER},OU=staff"
-    assert f"client certificate with subject {dn}" in caplog.text
+    assert f"client certificate with subject {dn!r}" in caplog.text
     assert f"authentication passed: certificate, user name '{dn}'" in caplog.text
     path = proxy.config.accounting_file
     assert path is not None
