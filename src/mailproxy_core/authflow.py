@@ -10,6 +10,7 @@ configured method must pass, in the order of
 
 from __future__ import annotations
 
+import dataclasses
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -183,7 +184,15 @@ class AuthFlow:
                 reason=f"group policy {policy.name!r} does not allow server {name!r}",
             )
         user = self.identity or self.credentials.mail_user
-        return Select(server=self._settings.servers[name], policy=policy, user=user)
+        return Select(server=self._server(name), policy=policy, user=user)
+
+    def _server(self, name: str) -> UpstreamServer:
+        configured = self._settings.servers.get(name)
+        if configured is not None:
+            return configured
+        template = self._settings.any_server
+        assert template is not None, "split_credentials returned an unknown server"
+        return dataclasses.replace(template, name=name, host=name)
 
     def _policy(self) -> GroupPolicy | Refused | None:
         settings = self._settings

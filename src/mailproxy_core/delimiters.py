@@ -11,6 +11,7 @@ configured upstream; otherwise ``alice@example.test`` stays one name.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Final
@@ -22,6 +23,9 @@ from .secrets import Secret
 SEPARATORS: Final = frozenset("@|:#,;")
 
 _FORBIDDEN_CHARACTERS: Final = ("\r", "\n", "\x00")
+
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOST_NAME: Final = re.compile(rf"(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})*")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -83,25 +87,39 @@ def check_credential_text(value: str, what: str) -> None:
             raise CredentialsError(f"{what} contains a CR, LF or NUL character")
 
 
+def is_host_name(text: str) -> bool:
+    """Whether ``text`` is a DNS host name (RFC 1123 section 2.1) or an
+    IPv4 address, the only forms that ``allow_any_server`` accepts."""
+    return _HOST_NAME.fullmatch(text) is not None
+
+
 def split_server(
-    mail_part: str, delimiters: Delimiters, servers: Collection[str]
+    mail_part: str,
+    delimiters: Delimiters,
+    servers: Collection[str],
+    *,
+    any_host: bool = False,
 ) -> tuple[str, str | None]:
     """Split ``mailuser@server`` at the last server separator.
 
     The split happens only when the text after the separator names one of
-    ``servers``, compared without regard to case.
+    ``servers``, compared without regard to case, or, with ``any_host``,
+    when it is any host name.
 
-    :returns: the mail user name and the configured server name, or the
-        whole text and ``None``.
+    :returns: the mail user name and the configured server name (or, with
+        ``any_host``, the host name in lower case), or the whole text and
+        ``None``.
     """
     user, separator, server = mail_part.rpartition(delimiters.server_separator)
     if not separator:
         return mail_part, None
     by_folded_name = {name.casefold(): name for name in servers}
     configured = by_folded_name.get(server.casefold())
-    if configured is None:
-        return mail_part, None
-    return user, configured
+    if configured is not None:
+        return user, configured
+    if any_host and is_host_name(server):
+        return user, server.lower()
+    return mail_part, None
 
 
 def split_credentials(
@@ -112,6 +130,7 @@ def split_credentials(
     servers: Collection[str],
     vpn_part: bool,
     mail_part: bool = True,
+    any_host: bool = False,
 ) -> SplitCredentials:
     """Split typed credentials into their VPN and mail parts.
 
@@ -120,6 +139,8 @@ def split_credentials(
     :param mail_part: whether they carry a mail part (method ``mailhost``
         is configured). With a VPN part only, the whole text is the VPN
         credential and the mail fields repeat it.
+    :param any_host: accept any host name after the server separator, not
+        only the configured ``servers`` (``allow_any_server``).
     :raises CredentialsError: when a required part is missing or empty, or
         any text contains CR, LF or NUL. A password is required for each
         part that the credentials carry.
@@ -127,11 +148,11 @@ def split_credentials(
     check_credential_text(username, "user name")
     check_credential_text(password.reveal(), "password")
     if not vpn_part:
-        credentials = _mail_only(username, password, delimiters, servers)
+        credentials = _mail_only(username, password, delimiters, servers, any_host)
     elif not mail_part:
-        credentials = _vpn_only(username, password, delimiters, servers)
+        credentials = _vpn_only(username, password, delimiters, servers, any_host)
     else:
-        credentials = _vpn_and_mail(username, password, delimiters, servers)
+        credentials = _vpn_and_mail(username, password, delimiters, servers, any_host)
     _check_passwords(credentials, vpn_part=vpn_part, mail_part=mail_part)
     return credentials
 
@@ -153,7 +174,11 @@ def _check_passwords(
 
 
 def _vpn_and_mail(
-    username: str, password: Secret, delimiters: Delimiters, servers: Collection[str]
+    username: str,
+    password: Secret,
+    delimiters: Delimiters,
+    servers: Collection[str],
+    any_host: bool,
 ) -> SplitCredentials:
     separator = delimiters.name_separator
     vpn_user, found, mail_text = username.partition(separator)
@@ -164,7 +189,7 @@ def _vpn_and_mail(
         raise CredentialsError(f"password has no {separator!r} before the mail part")
     if not vpn_user:
         raise CredentialsError("VPN user name is empty")
-    mail_user, server = split_server(mail_text, delimiters, servers)
+    mail_user, server = split_server(mail_text, delimiters, servers, any_host=any_host)
     if not mail_user:
         raise CredentialsError("mail user name is empty")
     return SplitCredentials(
@@ -177,9 +202,13 @@ def _vpn_and_mail(
 
 
 def _mail_only(
-    username: str, password: Secret, delimiters: Delimiters, servers: Collection[str]
+    username: str,
+    password: Secret,
+    delimiters: Delimiters,
+    servers: Collection[str],
+    any_host: bool,
 ) -> SplitCredentials:
-    mail_user, server = split_server(username, delimiters, servers)
+    mail_user, server = split_server(username, delimiters, servers, any_host=any_host)
     if not mail_user:
         raise CredentialsError("mail user name is empty")
     return SplitCredentials(
@@ -192,9 +221,13 @@ def _mail_only(
 
 
 def _vpn_only(
-    username: str, password: Secret, delimiters: Delimiters, servers: Collection[str]
+    username: str,
+    password: Secret,
+    delimiters: Delimiters,
+    servers: Collection[str],
+    any_host: bool,
 ) -> SplitCredentials:
-    vpn_user, server = split_server(username, delimiters, servers)
+    vpn_user, server = split_server(username, delimiters, servers, any_host=any_host)
     if not vpn_user:
         raise CredentialsError("VPN user name is empty")
     return SplitCredentials(

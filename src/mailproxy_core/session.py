@@ -311,6 +311,7 @@ class Session(abc.ABC):
                 servers=self.settings.servers.keys(),
                 vpn_part=AuthMethod.AAA in methods,
                 mail_part=AuthMethod.MAILHOST in methods,
+                any_host=self.settings.any_server is not None,
             )
         except CredentialsError as error:
             events.extend(self._fail_login(None, error.reason))

@@ -147,6 +147,12 @@ class SessionSettings:
         one of them.
     :param default_group_policy: the policy when AAA returns no group, or
         ``None`` to refuse such logins.
+    :param any_server: when set, users may name any host after the server
+        separator, and the proxy connects to it with this entry's port, TLS
+        mode and verification (its ``name`` and ``host`` are ignored). Off
+        by default: it turns the proxy into an open relay and a way to
+        reach internal hosts for everyone who passes the other checks.
+        A group policy's ``servers`` still restricts the names.
     """
 
     methods: frozenset[AuthMethod] = frozenset({AuthMethod.AAA, AuthMethod.MAILHOST})
@@ -164,6 +170,7 @@ class SessionSettings:
         default_factory=lambda: MappingProxyType({})
     )
     default_group_policy: GroupPolicy | None = OPEN_POLICY
+    any_server: UpstreamServer | None = None
 
     def __post_init__(self) -> None:
         if not self.methods:

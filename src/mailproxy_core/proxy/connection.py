@@ -57,6 +57,9 @@ from .usersessions import UserSessions
 
 _log = logging.getLogger(__name__)
 
+#: The key of the TLS context for hosts named through ``allow_any_server``.
+ANY_SERVER = "*"
+
 #: Seconds that a closing connection may take to send its last bytes.
 FLUSH_TIMEOUT: Final = 5.0
 
@@ -141,6 +144,7 @@ class ProxyConnection:
         self._opened_at = self._loop.time()
         self._upstream: PeerStream | None = None
         self._upstream_name: str | None = None
+        self._upstream_server: UpstreamServer | None = None
         self._upstream_task: asyncio.Task[None] | None = None
         self._login_deadline = 0.0
         self._login_timer: asyncio.TimerHandle | None = None
@@ -610,6 +614,7 @@ class ProxyConnection:
         timeout = self._context.timeouts.upstream
         self._login_deadline = self._loop.time() + timeout
         self._upstream_name = server.name
+        self._upstream_server = server
         try:
             async with asyncio.timeout(timeout):
                 stream = await self._open_upstream(server)
@@ -680,12 +685,14 @@ class ProxyConnection:
             self._spawn(stream.wait_closed(FLUSH_TIMEOUT))
 
     def _selected_server(self) -> UpstreamServer:
-        name = self._upstream_name
-        assert name is not None
-        return self._context.settings.servers[name]
+        server = self._upstream_server
+        assert server is not None
+        return server
 
     def _upstream_context(self, server: UpstreamServer) -> ssl.SSLContext:
-        return self._context.upstream_contexts[server.name]
+        contexts = self._context.upstream_contexts
+        # A host named through allow_any_server uses the "*" entry.
+        return contexts.get(server.name) or contexts[ANY_SERVER]
 
     def _cancel_login_timer(self) -> None:
         timer, self._login_timer = self._login_timer, None

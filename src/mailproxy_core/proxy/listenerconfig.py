@@ -60,6 +60,12 @@ Keys of a listener table (all optional unless marked):
     (octets) and ``max_commands`` before authentication.
 ``[NAME.delimiters]``
     separators for this listener; the top-level ``[delimiters]`` otherwise.
+``allow_any_server``, ``[NAME.any_server]``
+    ``allow_any_server = true`` lets users name any host after the server
+    separator; the proxy then connects with the ``port``, ``tls`` and
+    ``verify`` of the optional ``any_server`` table (defaults as for a
+    server; verification uses the system's CA store). Off by default,
+    because it makes the proxy an open relay and a way into internal hosts.
 ``[NAME.servers.SERVER]``
     an upstream: ``host`` (required), ``port`` (the protocol's default for
     the TLS mode), ``tls`` (``implicit``, ``starttls`` or ``none``, default
@@ -116,6 +122,8 @@ _LISTENER_KEYS: Final = frozenset(
         "starttls",
         "greeting",
         "default_group_policy",
+        "allow_any_server",
+        "any_server",
         "timeouts",
         "limits",
         "delimiters",
@@ -429,6 +437,12 @@ def _read_servers(
 
 def _read_server(name: str, table: ConfigTable, spec: ProtocolSpec) -> UpstreamServer:
     table.reject_unknown(_SERVER_KEYS)
+    return _read_connection(table, spec, name, table.required_string("host"))
+
+
+def _read_connection(
+    table: ConfigTable, spec: ProtocolSpec, name: str, host: str
+) -> UpstreamServer:
     tls_names = {mode.value for mode in UpstreamTLS}
     tls = UpstreamTLS(table.choice("tls", tls_names, UpstreamTLS.NONE.value))
     implicit = tls is UpstreamTLS.IMPLICIT
@@ -436,13 +450,25 @@ def _read_server(name: str, table: ConfigTable, spec: ProtocolSpec) -> UpstreamS
     port = table.integer("port", default_port, minimum=1)
     if port > 65535:
         raise table.error("port", f"{port} is invalid; use 1 to 65535")
-    return UpstreamServer(
-        name=name,
-        host=table.required_string("host"),
-        port=port,
-        tls=tls,
-        verify=table.boolean("verify", True),
-    )
+    verify = table.boolean("verify", True)
+    return UpstreamServer(name=name, host=host, port=port, tls=tls, verify=verify)
+
+
+def _read_any_server(table: ConfigTable, spec: ProtocolSpec) -> UpstreamServer | None:
+    # Off by default: with it, anyone who passes the VPN checks can make the
+    # proxy connect to any host it can reach, internal ones included.
+    allowed = table.boolean("allow_any_server", False)
+    template = table.table("any_server")
+    if not allowed:
+        if template is not None:
+            raise table.error(
+                "any_server", "set allow_any_server = true, or remove this table"
+            )
+        return None
+    if template is None:
+        template = ConfigTable({}, table.key("any_server"))
+    template.reject_unknown({"port", "tls", "verify"})
+    return _read_connection(template, spec, "*", "*")
 
 
 def _read_timeouts(table: ConfigTable | None, spec: ProtocolSpec) -> Timeouts:
@@ -501,6 +527,7 @@ def _read_session(
         certificate_username=read_certificate_username(table, methods),
         group_policies=shared.policies,
         default_group_policy=_read_default_policy(table, shared.policies),
+        any_server=_read_any_server(table, spec),
     )
 
 

@@ -24,7 +24,7 @@ from .aaa import AaaGroup
 from .aaagroups import build_aaa_groups
 from .accounting import Accounting
 from .config import ProxyConfig
-from .connection import ListenerContext, ProxyConnection
+from .connection import ANY_SERVER, ListenerContext, ProxyConnection
 from .listenerconfig import ListenAddress, ListenerConfig
 from .piggyback import PiggybackDirectory
 from .protocols import SessionFactory
@@ -51,6 +51,9 @@ def build_upstream_contexts(config: ListenerConfig) -> dict[str, ssl.SSLContext]
         if server.tls is not UpstreamTLS.NONE:
             ca_file = config.upstream_ca_files.get(name)
             contexts[name] = upstream_context(verify=server.verify, ca_file=ca_file)
+    template = config.session.any_server
+    if template is not None and template.tls is not UpstreamTLS.NONE:
+        contexts[ANY_SERVER] = upstream_context(verify=template.verify, ca_file=None)
     return contexts
 
 
