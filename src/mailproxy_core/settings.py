@@ -19,6 +19,9 @@ from .errors import ConfigurationError
 class AuthMethod(enum.Enum):
     """An authentication method; a login must pass every configured one."""
 
+    # Identity hashing, as for ConnectionState: members are singletons.
+    __hash__ = object.__hash__
+
     CERTIFICATE = "certificate"
     PIGGYBACK = "piggyback"
     AAA = "aaa"

@@ -19,6 +19,10 @@ from .errors import LocalProtocolError
 class ConnectionState(enum.Enum):
     """Where a client connection stands in the login."""
 
+    # Members are singletons, so identity hashing is correct, and it avoids
+    # the Python-level Enum.__hash__ of CPython 3.11 on every lookup.
+    __hash__ = object.__hash__
+
     #: Accepted; no user name presented yet.
     UNAUTHENTICATED = "unauthenticated"
     #: A user name was presented; authentication or the upstream login runs.
