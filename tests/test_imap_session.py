@@ -240,3 +240,24 @@ def test_command_fragments_raise_nothing(parts: list[bytes]) -> None:
     session.receive_client(b"".join(parts))
     if session.state is ConnectionState.AUTHENTICATING and not session.closed:
         session.authentication_result(AuthMethod.AAA, success=False, reason="no")
+
+
+def test_upstream_bytes_after_go_ahead_same_in_any_split() -> None:
+    server = UpstreamServer(
+        name="mail", host="127.0.0.1", port=10143, tls=UpstreamTLS.STARTTLS
+    )
+    outcomes = []
+    for split in (None, 11):
+        session = make_session(servers={"mail": server})
+        session.receive_client(b"a1 LOGIN vpnuser:mailuser vpnpass:mailpass\r\n")
+        session.authentication_result(AuthMethod.AAA, success=True)
+        session.upstream_connected()
+        session.receive_upstream(b"* OK hi\r\n")
+        data = b"mp1 OK go\r\n* injected\r\n"
+        if split is None:
+            events = session.receive_upstream(data)
+        else:
+            events = session.receive_upstream(data[:split])
+            events += session.receive_upstream(data[split:])
+        outcomes.append([e for e in events if not isinstance(e, ev.StartTLS)])
+    assert outcomes[0] == outcomes[1]

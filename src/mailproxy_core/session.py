@@ -166,11 +166,11 @@ class Session(abc.ABC):
                 unavailable=True,
             )
         if self._awaiting_tls is Side.UPSTREAM:
-            return self._fail_login(
-                AuthMethod.MAILHOST,
-                "upstream sent data before the TLS handshake",
-                unavailable=True,
+            # The same outcome as when these bytes come with the go-ahead.
+            violation = m.Violation(
+                message="upstream sent data after its STARTTLS go-ahead", fatal=True
             )
+            return self._run_upstream([violation])
         return self._run_upstream(upstream.receive(data))
 
     def authentication_result(

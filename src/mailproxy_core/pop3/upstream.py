@@ -85,7 +85,7 @@ class PopUpstreamMachine(UpstreamMachine):
                 break
         if self._stage is _Stage.HANDSHAKE and len(self._buffer):
             # Such bytes would be read as if TLS protected them (RFC 2595).
-            message = "upstream sent data after its STLS go-ahead"
+            message = "upstream sent data after its STARTTLS go-ahead"
             kept = [o for o in outputs if not isinstance(o, TlsRequested)]
             return [*kept, Violation(message=message, fatal=True)]
         return outputs
