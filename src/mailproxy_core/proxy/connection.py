@@ -44,11 +44,13 @@ from ..events import (
     UpstreamSelected,
 )
 from ..limit import SessionLimit
+from ..proxyheader import ProxyHeader, ProxyHeaderError
 from ..settings import AuthMethod, SessionSettings, UpstreamServer, UpstreamTLS
 from ..states import ConnectionState
 from .aaa import AaaGroup, AaaResult
 from .accounting import Accounting, SessionRecord
 from .listenerconfig import Timeouts
+from .loadbalancer import Network, is_trusted, read_proxy_header
 from .piggyback import PiggybackDirectory, PiggybackResult
 from .protocols import ProxySession, SessionFactory
 from .stream import PeerStream
@@ -96,6 +98,8 @@ class ListenerContext:
     :param user_sessions: the sessions per user of the whole process.
     :param piggyback: the web sessions database for method ``piggyback``,
         or ``None``.
+    :param proxy_protocol: the load balancers whose connections start with
+        a PROXY protocol header; empty when no header is read.
     """
 
     protocol: str
@@ -109,6 +113,7 @@ class ListenerContext:
     upstream_contexts: Mapping[str, ssl.SSLContext]
     user_sessions: UserSessions
     piggyback: PiggybackDirectory | None = None
+    proxy_protocol: tuple[Network, ...] = ()
 
 
 def describe_error(error: BaseException) -> str:
@@ -124,8 +129,9 @@ class ProxyConnection:
 
     :param connection_id: the id in logs and in the session limit.
     :param context: the listener's shared settings and services.
-    :param client: the accepted client stream, paused until the TLS
-        handshake when the listener uses implicit TLS.
+    :param client: the accepted client stream, paused when the listener
+        uses implicit TLS or ``proxy_protocol``, because the connection
+        reads the handshake and the PROXY header itself.
     """
 
     def __init__(
@@ -191,6 +197,8 @@ class ProxyConnection:
             await self._finish()
 
     async def _serve(self) -> None:
+        if not await self._accept_proxy_header():
+            return
         if self._context.settings.starttls_required:
             self._client.resume()
         elif not await self._client_handshake():
@@ -205,6 +213,51 @@ class ProxyConnection:
         )
         await self._call(start)
         await self._client_loop()
+
+    async def _accept_proxy_header(self) -> bool:
+        # Only a configured load balancer may set the client address, so the
+        # first bytes of any other peer are never read as a header.
+        if not is_trusted(self._peer_host, self._context.proxy_protocol):
+            return True
+        timeout = self._context.timeouts.handshake
+        try:
+            header = await read_proxy_header(self._client, timeout=timeout)
+        except ProxyHeaderError as error:
+            return self._reject_proxy_header(f"invalid PROXY header: {error}")
+        except TimeoutError:
+            reason = f"no complete PROXY header within {timeout:g} s"
+            return self._reject_proxy_header(reason)
+        if header is None:
+            reason = "connection closed before the PROXY header was complete"
+            return self._reject_proxy_header(reason)
+        self._use_proxy_header(header)
+        return True
+
+    def _reject_proxy_header(self, reason: str) -> bool:
+        # An eviction or a stop during the read has logged its own reason.
+        if not self._closing:
+            self._log.warning("load balancer %s: %s; closing", self._peer, reason)
+            self._end(reason)
+        return False
+
+    def _use_proxy_header(self, header: ProxyHeader) -> None:
+        if header.source is None:
+            self._log.info(
+                "PROXY header v%d %s carries no client address; using %s",
+                header.version,
+                header.command.name,
+                self._peer,
+            )
+            return
+        balancer = self._peer
+        self._peer = _format_address(header.source)
+        self._peer_host = header.source[0]
+        self._log.info(
+            "client %s through load balancer %s (PROXY header v%d)",
+            self._peer,
+            balancer,
+            header.version,
+        )
 
     async def _client_handshake(self) -> bool:
         timeout = self._context.timeouts.handshake

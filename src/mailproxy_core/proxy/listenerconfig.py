@@ -51,6 +51,15 @@ Keys of a listener table (all optional unless marked):
 ``default_group_policy``
     the ``[group_policy.NAME]`` for users whose AAA group returns none;
     without it such users get a policy that allows everything.
+``proxy_protocol``
+    the addresses or networks of TCP load balancers that send the PROXY
+    protocol header (version 1 or 2) before the TLS handshake, such as
+    ``["127.0.0.1", "10.0.0.0/8"]``. A connection from one of them must
+    start with a valid header within the ``handshake`` timeout, or it is
+    closed. The header's source address is then the client address in
+    logs, accounting and the piggyback check. Connections from other
+    addresses are served without a header. Without the key no header is
+    read.
 ``[NAME.timeouts]``
     seconds: ``handshake`` (10), ``idle_unauthenticated`` (60), ``aaa``
     (5), ``upstream`` (10, connect and login), ``idle_authenticated`` (the
@@ -100,6 +109,7 @@ from .certificateconfig import (
     read_client_certificates,
 )
 from .configtable import ConfigTable, describe_choices
+from .loadbalancer import Network, parse_network
 from .protocols import ProtocolSpec, ProxySession, SessionFactory, default_limits
 from .sessionoptions import read_session_factory
 
@@ -124,6 +134,7 @@ _LISTENER_KEYS: Final = frozenset(
         "default_group_policy",
         "allow_any_server",
         "any_server",
+        "proxy_protocol",
         "timeouts",
         "limits",
         "delimiters",
@@ -191,6 +202,8 @@ class ListenerConfig:
         verified, or ``None`` when the listener requests none.
     :param session_factory: builds each session with the protocol-specific
         keys applied, or ``None`` for the protocol's session class as it is.
+    :param proxy_protocol: the load balancers whose connections start with
+        a PROXY protocol header; empty when no header is read.
     """
 
     protocol: str
@@ -207,6 +220,7 @@ class ListenerConfig:
     )
     client_certificates: ClientCertificates | None = None
     session_factory: SessionFactory | None = None
+    proxy_protocol: tuple[Network, ...] = ()
 
     def warnings(self) -> list[str]:
         """Return problems that let the listener start but fail logins."""
@@ -325,6 +339,7 @@ def read_listener(
         upstream_ca_files=MappingProxyType(ca_files),
         client_certificates=read_client_certificates(table, client_ca, methods),
         session_factory=read_session_factory(table, spec),
+        proxy_protocol=_read_proxy_protocol(table),
     )
 
 
@@ -337,6 +352,21 @@ def _read_listen(table: ConfigTable, spec: ProtocolSpec) -> tuple[ListenAddress,
         except ValueError as error:
             raise table.error(f"listen[{index}]", str(error)) from None
     return tuple(addresses)
+
+
+def _read_proxy_protocol(table: ConfigTable) -> tuple[Network, ...]:
+    entries = table.string_list("proxy_protocol") or []
+    networks = []
+    for index, entry in enumerate(entries):
+        try:
+            networks.append(parse_network(entry))
+        except ValueError as error:
+            raise table.error(
+                f"proxy_protocol[{index}]",
+                f"{entry!r} is invalid ({error}); write an address such as "
+                '"10.0.0.5" or a network such as "10.0.0.0/8"',
+            ) from None
+    return tuple(networks)
 
 
 def _read_certificate(

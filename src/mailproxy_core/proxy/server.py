@@ -97,6 +97,7 @@ class Listener:
             upstream_contexts=build_upstream_contexts(config),
             user_sessions=user_sessions or UserSessions(),
             piggyback=piggyback,
+            proxy_protocol=config.proxy_protocol,
         )
         self._servers: list[asyncio.Server] = []
         self._connections: dict[str, ProxyConnection] = {}
@@ -163,8 +164,11 @@ class Listener:
             connection.abort(reason)
 
     def _make_stream(self) -> PeerStream:
+        # The first bytes of the client belong to the TLS handshake or the
+        # PROXY header, which the connection reads itself.
         implicit_tls = not self.config.session.starttls_required
-        return PeerStream(start_paused=implicit_tls, on_connection_made=self._accept)
+        paused = implicit_tls or bool(self.config.proxy_protocol)
+        return PeerStream(start_paused=paused, on_connection_made=self._accept)
 
     def _accept(self, stream: PeerStream) -> None:
         connection_id = f"{self.config.protocol}-{next(self._ids)}"

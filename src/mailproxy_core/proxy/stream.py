@@ -68,6 +68,8 @@ class PeerStream(asyncio.BufferedProtocol):
         # A memoryview, because asyncio's TLS layer fills slices of the
         # buffer, and slicing a bytearray would copy it.
         self._read_buffer = memoryview(bytearray(READ_SIZE))
+        # Set during read_at_most, which must take no byte past its size.
+        self._read_limit: int | None = None
         self._chunks: collections.deque[bytes] = collections.deque()
         self._buffered = 0
         self._eof = False
@@ -92,14 +94,22 @@ class PeerStream(asyncio.BufferedProtocol):
             self._on_connection_made(self)
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        """Return the buffer that the transport reads into."""
+        """Return the buffer that the transport reads into.
+
+        Its size bounds one read of the socket, so :meth:`read_at_most`
+        returns a shorter slice.
+        """
+        if self._read_limit is not None:
+            return self._read_buffer[: self._read_limit]
         return self._read_buffer
 
     def buffer_updated(self, nbytes: int) -> None:
         """Queue ``nbytes`` received bytes and pause reading when full."""
         self._chunks.append(bytes(self._read_buffer[:nbytes]))
         self._buffered += nbytes
-        if self._buffered + READ_SIZE > READ_BUFFER:
+        # A bounded read must stop after one chunk, before the transport
+        # reads the socket again.
+        if self._read_limit is not None or self._buffered + READ_SIZE > READ_BUFFER:
             self._pause_reading()
         self._wake_reader()
 
@@ -162,18 +172,36 @@ class PeerStream(asyncio.BufferedProtocol):
 
     async def read(self) -> bytes:
         """Return the next received chunk, or ``b""`` at the end of stream."""
-        while not self._chunks and not self._eof:
-            self._data_waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._data_waiter
-            finally:
-                self._data_waiter = None
+        await self._wait_for_data()
         if not self._chunks:
             return b""
         chunk = self._chunks.popleft()
         self._buffered -= len(chunk)
         self._resume_if_room()
         return chunk
+
+    async def read_at_most(self, size: int) -> bytes:
+        """Return up to ``size`` bytes, reading no more than that from the socket.
+
+        The bytes after them stay in the socket for the next reader, such
+        as the TLS handshake that :meth:`start_tls` runs. Reading is paused
+        when this returns, as :meth:`pause` leaves it.
+
+        :param size: 1 to :data:`READ_SIZE`.
+        :returns: 1 to ``size`` bytes, or ``b""`` at the end of stream.
+        :raises ValueError: when ``size`` is out of range.
+        """
+        if not 1 <= size <= READ_SIZE:
+            raise ValueError(f"size {size} is invalid; use 1 to {READ_SIZE}")
+        if not self._chunks and not self._eof:
+            self._read_limit = size
+            self.resume()
+            try:
+                await self._wait_for_data()
+            finally:
+                self._read_limit = None
+                self.pause()
+        return self._take(size)
 
     def take_buffered(self) -> bytes:
         """Remove and return everything received but not yet read."""
@@ -273,6 +301,25 @@ class PeerStream(asyncio.BufferedProtocol):
             self.abort()
 
     # Helpers ------------------------------------------------------------
+
+    async def _wait_for_data(self) -> None:
+        while not self._chunks and not self._eof:
+            self._data_waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._data_waiter
+            finally:
+                self._data_waiter = None
+
+    def _take(self, size: int) -> bytes:
+        if not self._chunks:
+            return b""
+        chunk = self._chunks.popleft()
+        if len(chunk) > size:
+            self._chunks.appendleft(chunk[size:])
+            chunk = chunk[:size]
+        self._buffered -= len(chunk)
+        self._resume_if_room()
+        return chunk
 
     def _pause_reading(self) -> None:
         transport = self._transport
