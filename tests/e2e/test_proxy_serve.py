@@ -187,3 +187,21 @@ def test_new_connections_refused_after_sigterm(
             time.sleep(0.05)
         imap.logout()
     assert serve.wait_exit() == 0
+
+
+def test_second_sigterm_ends_drain_at_once(
+    serve: ServeProcess, dovecot: DovecotServer
+) -> None:
+    imap = serve.imap()
+    login(imap, dovecot)
+    started = time.monotonic()
+    os.kill(serve.process.pid, signal.SIGTERM)
+    deadline = time.monotonic() + START_TIMEOUT
+    while "draining for up to" not in serve.log.read_text():
+        assert time.monotonic() < deadline, serve.log.read_text()
+        time.sleep(0.05)
+    os.kill(serve.process.pid, signal.SIGTERM)
+    assert serve.wait_exit() == 0
+    assert time.monotonic() - started < DRAIN_TIMEOUT - 0.5
+    assert "second stop signal received" in serve.log.read_text()
+    imap.shutdown()

@@ -264,23 +264,41 @@ class ProxyServer:
             self._stop_accepting()
             raise
 
-    async def stop(self) -> None:
+    async def stop(self, hurry: asyncio.Event | None = None) -> None:
         """Stop gracefully within the configured ``drain_timeout``.
 
         Listening stops at once. Sessions that have not authenticated get
         the protocol's goodbye and close. Authenticated sessions may go on
-        until ``drain_timeout``; the rest are then closed.
+        until ``drain_timeout``, or until ``hurry`` is set; the rest are
+        then closed.
         """
         self._stop_accepting()
         for listener in self.listeners:
             listener.shutdown_sessions()
         drain = self.config.drain_timeout
-        if not await self._wait_all(drain):
-            _log.warning("drain time of %g s is over; closing the rest", drain)
+        if not await self._drain(drain, hurry):
+            if hurry is not None and hurry.is_set():
+                _log.warning("second stop signal received; closing the rest now")
+            else:
+                _log.warning("drain time of %g s is over; closing the rest", drain)
             for listener in self.listeners:
                 listener.abort_all("drain timeout at shutdown")
             await self._wait_all(ABORT_GRACE)
         self._accounting.close()
+
+    async def _drain(self, timeout: float, hurry: asyncio.Event | None) -> bool:
+        waiting = asyncio.ensure_future(self._wait_all(timeout))
+        if hurry is None:
+            return await waiting
+        hurried = asyncio.ensure_future(hurry.wait())
+        done, _ = await asyncio.wait(
+            {waiting, hurried}, return_when=asyncio.FIRST_COMPLETED
+        )
+        hurried.cancel()
+        if waiting not in done:
+            waiting.cancel()
+            return False
+        return waiting.result()
 
     def _stop_accepting(self) -> None:
         for listener in self.listeners:
@@ -316,5 +334,9 @@ async def run_proxy(config: ProxyConfig) -> None:
 
     await stop.wait()
     _log.info("stop signal received; draining for up to %g s", config.drain_timeout)
-    await server.stop()
+    # A second signal ends the drain at once, as operators expect.
+    hurry = asyncio.Event()
+    for signal_number in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signal_number, hurry.set)
+    await server.stop(hurry)
     _log.info("proxy stopped")
