@@ -18,9 +18,13 @@ The client library is python-ldap, a wrapper of OpenLDAP's libldap. It is
 maintained, and it builds here against Debian's libldap2-dev and
 libsasl2-dev. TLS certificate checking comes from libldap itself. The
 pure-Python alternative ldap3 has had no release since 2021. python-ldap
-blocks, so every login runs in a worker thread (:func:`asyncio.to_thread`),
-and libldap gets ``timeout`` as its connect and operation timeout, so that
-a worker thread also ends after a login has timed out.
+blocks, so every login runs in a thread of the group's own
+(:class:`~mailproxy_core.proxy.blocking.BlockingRunner`), and libldap gets
+``timeout`` as its connect and operation timeout. libldap has no timeout
+for the TLS handshake of ``ldaps://``, so a server that accepts and then
+stays silent keeps that thread until the server closes; at most
+:data:`LDAP_WORKERS` such threads exist per group, and they never delay
+other groups or the shutdown.
 """
 
 from __future__ import annotations
@@ -42,12 +46,16 @@ import ldap.filter  # type: ignore[import-untyped]
 from ..errors import ConfigurationError
 from ..secrets import Secret
 from .aaa import AaaResult
+from .blocking import BlockingRunner
 
 _log = logging.getLogger(__name__)
 
 #: Characters rejected in user names. NUL ends a C string in libldap, and
 #: CR or LF could split a line in a log record.
 FORBIDDEN_NAME_CHARACTERS: Final = frozenset("\x00\r\n")
+
+#: Logins of one LDAP group that may run at once; more wait their turn.
+LDAP_WORKERS: Final = 8
 
 _PLACEHOLDER: Final = "{user}"
 _NO_DIAGNOSTIC: Final = "(unknown error code)"
@@ -148,6 +156,7 @@ class LdapAaaGroup:
         self._bind_password = _check_service_account(bind_dn, bind_password)
         self._group_attribute = group_attribute or None
         self._timeout = timeout
+        self._runner = BlockingRunner(f"ldap-{name}", LDAP_WORKERS)
         self._ca_file = _check_ca_file(ca_file)
         self._start_tls = start_tls
 
@@ -177,7 +186,7 @@ class LdapAaaGroup:
 
         try:
             async with asyncio.timeout(self._timeout):
-                return await asyncio.to_thread(self._verify, user, password)
+                return await self._runner.run(self._verify, user, password)
         except TimeoutError:
             return self._failure(self._timeout_reason())
 

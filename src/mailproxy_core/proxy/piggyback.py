@@ -44,10 +44,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from .blocking import BlockingRunner
+
 _log = logging.getLogger(__name__)
 
 #: Seconds that one check may take when ``[piggyback] timeout`` is absent.
 DEFAULT_TIMEOUT: Final = 5.0
+
+#: Web-session lookups that may run at once; more wait their turn.
+PIGGYBACK_WORKERS: Final = 4
 
 #: The statements of ``mailproxy piggyback init``.
 SCHEMA: Final = (
@@ -147,6 +152,7 @@ class PiggybackDirectory:
         self._timeout = timeout
         self._clock = clock
         self._last_error: str | None = None
+        self._runner = BlockingRunner("piggyback", PIGGYBACK_WORKERS)
 
     async def check(self, client_address: str, identity: str | None) -> PiggybackResult:
         """Look for a live web session of ``client_address`` in a worker thread.
@@ -164,7 +170,7 @@ class PiggybackDirectory:
         now = int(self._clock())
         try:
             async with asyncio.timeout(self._timeout):
-                match = await asyncio.to_thread(self._lookup, address, identity, now)
+                match = await self._runner.run(self._lookup, address, identity, now)
         except TimeoutError:
             return self._database_failed(f"timed out after {self._timeout:g} s")
         except sqlite3.Error as error:

@@ -19,7 +19,6 @@ rereads the file when its size, inode or modification time changes.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import contextlib
@@ -37,6 +36,7 @@ from typing import Final
 
 from ..errors import ConfigurationError
 from .aaa import AaaResult
+from .blocking import BlockingRunner
 
 _log = logging.getLogger(__name__)
 
@@ -314,6 +314,8 @@ class LocalAaaGroup:
         self._records: Mapping[str, UserRecord] = {}
         self._identity: tuple[int, int, int] | None = None
         self._dummy = hash_password("dummy", secrets.token_urlsafe(16))
+        # scrypt is CPU-bound: more threads than cores would only queue.
+        self._runner = BlockingRunner(f"local-{name}", os.cpu_count() or 2)
         self.reload()
         if self._identity is None:
             _log.warning(
@@ -352,7 +354,7 @@ class LocalAaaGroup:
         :returns: success with the user's group policy, or failure with
             ``unknown user`` or ``wrong password`` as the reason.
         """
-        return await asyncio.to_thread(self._verify, user, password)
+        return await self._runner.run(self._verify, user, password)
 
     def _verify(self, user: str, password: str) -> AaaResult:
         try:
