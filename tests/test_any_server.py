@@ -34,6 +34,9 @@ def test_host_names() -> None:
     assert not is_host_name("two words")
     assert not is_host_name("a" * 64 + ".example")
     assert not is_host_name("")
+    assert not is_host_name("127.1")
+    assert not is_host_name("2130706433")
+    assert not is_host_name("127.0.0.256")
 
 
 def test_split_any_host_lowercases() -> None:

@@ -261,3 +261,15 @@ def test_upstream_bytes_after_go_ahead_same_in_any_split() -> None:
             events += session.receive_upstream(data[split:])
         outcomes.append([e for e in events if not isinstance(e, ev.StartTLS)])
     assert outcomes[0] == outcomes[1]
+
+
+def test_long_sasl_initial_response_accepted() -> None:
+    session = make_session()
+    events = session.receive_client(
+        b"a1 AUTHENTICATE PLAIN " + b"QUFB" * 2300 + b"\r\n"
+    )
+    assert client_bytes(events) == b"a1 BAD Invalid SASL initial response\r\n"
+    assert not session.closed
+    events = session.receive_client(b"a2 NOOP " + b"x" * 9000 + b"\r\n")
+    assert client_bytes(events) == b"* BAD Line too long\r\n"
+    assert session.closed

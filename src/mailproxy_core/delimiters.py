@@ -11,6 +11,7 @@ configured upstream; otherwise ``alice@example.test`` stays one name.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Collection
 from dataclasses import dataclass
@@ -89,8 +90,21 @@ def check_credential_text(value: str, what: str) -> None:
 
 def is_host_name(text: str) -> bool:
     """Whether ``text`` is a DNS host name (RFC 1123 section 2.1) or an
-    IPv4 address, the only forms that ``allow_any_server`` accepts."""
-    return _HOST_NAME.fullmatch(text) is not None
+    IPv4 address in dotted-quad form, the forms ``allow_any_server`` accepts.
+
+    Names whose last label is all digits are refused unless they are such
+    an address, so short forms that resolvers accept (``127.1``,
+    ``2130706433``) cannot hide an address from whoever reads the logs.
+    """
+    if _HOST_NAME.fullmatch(text) is None:
+        return False
+    if not text.rpartition(".")[2].isdigit():
+        return True
+    try:
+        ipaddress.IPv4Address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def split_server(

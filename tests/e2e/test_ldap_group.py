@@ -249,13 +249,19 @@ def test_ldaps_untrusted_certificate(slapd: LdapServer) -> None:
     # the system's CA list, which does not contain it.
     result = login(make_group(slapd, url=slapd.ldaps_url), "vpnuser", "vpnpass")
     assert not result.success
-    assert result.reason == "LDAP server unavailable: Can't contact LDAP server"
+    assert result.reason == (
+        "LDAP server unavailable: Can't contact LDAP server"
+        " (or the TLS certificate check failed: see ca_file)"
+    )
 
 
 def test_start_tls_untrusted_certificate(slapd: LdapServer) -> None:
     result = login(make_group(slapd, start_tls=True), "vpnuser", "vpnpass")
     assert not result.success
-    assert result.reason == "LDAP StartTLS failed: Connect error"
+    assert result.reason == (
+        "LDAP StartTLS failed: Connect error"
+        " (or the TLS certificate check failed: see ca_file)"
+    )
 
 
 def test_start_tls_wrong_host_name(slapd: LdapServer) -> None:
@@ -265,7 +271,10 @@ def test_start_tls_wrong_host_name(slapd: LdapServer) -> None:
     group = make_group(slapd, url=url, start_tls=True, ca_file=slapd.ca_file)
     result = login(group, "vpnuser", "vpnpass")
     assert not result.success
-    assert result.reason == "LDAP StartTLS failed: Connect error"
+    assert result.reason == (
+        "LDAP StartTLS failed: Connect error"
+        " (or the TLS certificate check failed: see ca_file)"
+    )
 
 
 def test_server_unavailable() -> None:

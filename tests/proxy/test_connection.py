@@ -297,7 +297,7 @@ def test_policy_limits_sessions_per_user(
         assert b"c OK" in await third.until(b"c ")
 
     run(tmp_path, body)
-    assert "user 'vpnuser' already holds 2 sessions" in caplog.text
+    assert "user 'vpnuser' already holds the 2 session(s)" in caplog.text
 
 
 def test_bytes_pipelined_after_starttls_dropped(tmp_path: Path) -> None:

@@ -63,7 +63,10 @@ class ImapClientMachine(ClientMachine):
     def __init__(
         self, settings: SessionSettings, limits: Limits, *, imap4rev2: bool = False
     ) -> None:
-        super().__init__(limits, max_line=limits.max_line)
+        # Framing allows SASL-sized lines, so that AUTHENTICATE with a long
+        # initial response (RFC 4959) fits; _command_line applies the
+        # command-line limit to every other line.
+        super().__init__(limits, max_line=max(limits.max_line, limits.max_sasl_line))
         self._settings = settings
         self._imap4rev2 = imap4rev2
         self._segments: list[bytes] = []
@@ -171,6 +174,8 @@ class ImapClientMachine(ClientMachine):
         return self._command_line(line)
 
     def _command_line(self, line: bytes) -> list[ClientOutput]:
+        if len(line) + 2 > self._limits.max_line and not _is_authenticate(line):
+            return self._fatal(b"* BAD Line too long", "line too long")
         try:
             announced = parse_literal_suffix(line)
         except MailProxyError:
@@ -290,7 +295,6 @@ class ImapClientMachine(ClientMachine):
         initial = arguments[1].value if len(arguments) == 2 else None  # type: ignore[union-attr]
         self._tag = tag
         self._sasl = SaslServer(mechanism)
-        self._buffer.max_line = self._limits.max_sasl_line
         try:
             step = self._sasl.start(initial)
         except SaslError:
@@ -325,7 +329,6 @@ class ImapClientMachine(ClientMachine):
 
     def _end_sasl(self, reply: bytes) -> list[ClientOutput]:
         self._sasl = None
-        self._buffer.max_line = self._limits.max_line
         if not reply:
             return []
         return [Reply(data=self._tag + b" " + reply + b"\r\n")]
@@ -343,6 +346,11 @@ class ImapClientMachine(ClientMachine):
 
     def _bad_command(self, first_line: bytes, text: bytes) -> list[ClientOutput]:
         return self._bad(split_tag(first_line) or b"*", text)
+
+
+def _is_authenticate(line: bytes) -> bool:
+    words = line.split(b" ", 2)
+    return len(words) > 1 and words[1].upper() == b"AUTHENTICATE"
 
 
 def _is_id_parameters(arguments: list[Token]) -> bool:

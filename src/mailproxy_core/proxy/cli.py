@@ -31,14 +31,15 @@ from pathlib import Path
 from typing import Final, TextIO
 
 from ..errors import ConfigurationError
+from ..transcript import transcript_options
 from .aaagroups import build_aaa_group
 from .config import AaaGroupConfig, ProxyConfig, load_config
 from .listenerconfig import ListenerConfig
 from .piggyback import add_web_session, create_database, normalize_address
 from .replay import SESSIONS as REPLAY_SESSIONS
-from .replay import format_lines
+from .replay import format_lines, protocol_from_path
 from .server import run_proxy
-from .tls import load_key_pair
+from .tls import describe_key_error, load_key_pair
 from .users import UsersFile, check_name, hash_password
 
 EXIT_OK: Final = 0
@@ -85,7 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument(
         "--protocol",
         choices=sorted(REPLAY_SESSIONS),
-        help="the listener type; default: the transcript's '! protocol=' line",
+        help="the listener type; default: the transcript's '! protocol=' line, "
+        "else its folder name (imap, pop3, smtp)",
     )
 
     user = commands.add_parser("user", help="manage users of a 'local' AAA group")
@@ -215,6 +217,11 @@ def _replay(path: str, protocol: str | None, out: TextIO) -> int:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
         raise CommandError(f"cannot read {path!r}: {error}", EXIT_CONFIG) from None
+    protocol = (
+        protocol
+        or transcript_options(text).get("protocol")
+        or protocol_from_path(Path(path))
+    )
     try:
         for line in format_lines(text, protocol):
             print(line, file=out)
@@ -234,6 +241,9 @@ def _serve(path: str) -> int:
     logging.basicConfig(level=config.log_level, format=_LOG_FORMAT, stream=sys.stderr)
     if not config.active_listeners():
         raise CommandError("no listener has a 'listen' address", EXIT_CONFIG)
+    # The same file checks as check-config, for their clearer messages.
+    for listener in config.active_listeners():
+        _check_listener_files(listener)
     try:
         asyncio.run(run_proxy(config))
     except (OSError, ssl.SSLError) as error:
@@ -287,9 +297,10 @@ def _check_listener_files(listener: ListenerConfig) -> None:
     try:
         load_key_pair(context, listener.certificate, listener.private_key)
     except (OSError, ssl.SSLError) as error:
+        reason = describe_key_error(error, listener.private_key)
         raise ConfigurationError(
             f"{listener.protocol}.certificate: cannot load the certificate and "
-            f"key: {error}"
+            f"key: {reason}"
         ) from None
 
 

@@ -503,7 +503,9 @@ class ProxyConnection:
             case AuthenticationFailed(method=method, reason=reason):
                 self._log.warning(
                     "authentication failed (%s): %s; attempts left: %d",
-                    method.value if method is not None else "credentials",
+                    # No method: the credentials, the policy or the server
+                    # choice refused the login; the reason says which.
+                    method.value if method is not None else "login",
                     reason,
                     event.attempts_left,
                 )
@@ -650,8 +652,8 @@ class ProxyConnection:
         if not self._context.user_sessions.acquire(event.user, maximum):
             assert policy is not None
             reason = (
-                f"user {event.user!r} already holds {maximum} sessions, the "
-                f"maximum of group policy {policy.name!r}"
+                f"user {event.user!r} already holds the {maximum} session(s) that "
+                f"group policy {policy.name!r} allows"
             )
             await self._call(partial(self._session.reject_login, reason))
             return

@@ -316,6 +316,9 @@ class LdapAaaGroup:
 
     def _server_error(self, step: str, reason: str, error: Exception) -> _LoginFailed:
         detail = describe_ldap_error(error)
+        if self._url.lower().startswith("ldaps:") or self._start_tls:
+            # libldap reports a failed certificate check as a connect error.
+            detail += " (or the TLS certificate check failed: see ca_file)"
         _log.warning(
             "AAA group %s: %s at %s failed: %s", self._name, step, self._url, detail
         )

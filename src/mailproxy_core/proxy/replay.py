@@ -17,8 +17,10 @@ import dataclasses
 import enum
 import json
 from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
 from typing import Final
 
+from ..errors import MailProxyError
 from ..events import Event, SendToUpstream, StateChanged
 from ..imap import ImapSession
 from ..pop3 import PopSession
@@ -27,13 +29,21 @@ from ..session import Session
 from ..settings import AuthMethod, SessionSettings, UpstreamServer
 from ..smtp import SmtpSession
 from ..states import ConnectionState
-from ..transcript import apply_answer, parse_transcript, transcript_options
+from ..transcript import Step, apply_answer, parse_transcript, transcript_options
 
 #: The session class for each listener name that ``--protocol`` accepts.
 SESSIONS: Final[Mapping[str, Callable[[SessionSettings], Session]]] = {
     "imap4s": ImapSession,
     "pop3s": PopSession,
     "smtps": SmtpSession,
+}
+
+
+#: The protocol of each transcript folder name.
+FOLDERS: Final[Mapping[str, str]] = {
+    "imap": "imap4s",
+    "pop3": "pop3s",
+    "smtp": "smtps",
 }
 
 
@@ -78,14 +88,30 @@ def replay(text: str, protocol: str | None = None) -> Iterator[dict[str, object]
         raise ValueError(f"protocol {name!r} is invalid; use one of: {choices}")
     session = SESSIONS[name](build_settings(options))
     for step in parse_transcript(text):
-        if step.kind == "answer":
-            events = apply_answer(session, step.answer)
-        elif step.kind == "client":
-            events = session.receive_client(step.data)
-        else:
-            events = session.receive_upstream(step.data)
+        try:
+            events = _run_step(session, step)
+        except MailProxyError as error:
+            # A driver answer that the session does not expect here.
+            raise ValueError(f"line {step.line_number}: {error}") from None
         for event in events:
             yield {"line": step.line_number, **describe(event, session.state)}
+
+
+def _run_step(session: Session, step: Step) -> list[Event]:
+    if step.kind == "answer":
+        return apply_answer(session, step.answer)
+    if step.kind == "client":
+        return session.receive_client(step.data)
+    return session.receive_upstream(step.data)
+
+
+def protocol_from_path(path: Path) -> str | None:
+    """Return the protocol that a transcript's folder name implies.
+
+    The transcripts of this repository live in ``imap/``, ``pop3/`` and
+    ``smtp/`` folders.
+    """
+    return FOLDERS.get(path.parent.name)
 
 
 def describe(event: Event, state: ConnectionState) -> dict[str, object]:

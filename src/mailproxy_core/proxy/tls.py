@@ -150,6 +150,17 @@ def _refuse_passphrase() -> bytes:
     )
 
 
+def describe_key_error(error: Exception, private_key: Path | None) -> str:
+    """Return an operator's explanation of a failed :func:`load_key_pair`."""
+    if isinstance(error, EncryptedKeyError):
+        return str(error.args[0])
+    if isinstance(error, ssl.SSLError) and "PEM lib" in str(error):
+        if private_key is None:
+            return "no private key in the certificate file; set private_key"
+        return "the files hold no matching PEM certificate and private key"
+    return str(error)
+
+
 def load_key_pair(
     context: ssl.SSLContext, certificate: Path, private_key: Path | None
 ) -> None:
