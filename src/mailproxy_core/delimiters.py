@@ -94,7 +94,7 @@ def is_host_name(text: str) -> bool:
 
     Names whose last label is all digits are refused unless they are such
     an address, so short forms that resolvers accept (``127.1``,
-    ``2130706433``) cannot hide an address from whoever reads the logs.
+    ``2130706433``) cannot hide an address in the logs.
     """
     if _HOST_NAME.fullmatch(text) is None:
         return False

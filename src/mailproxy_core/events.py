@@ -33,7 +33,7 @@ class Side(enum.Enum):
 
 
 class Direction(enum.Enum):
-    """Which way relayed bytes travel."""
+    """The direction of relayed bytes."""
 
     TO_UPSTREAM = "to_upstream"
     TO_CLIENT = "to_client"

@@ -1,7 +1,7 @@
 """The interface between a session and its two protocol machines.
 
 A session composes a client-facing machine and an upstream-facing machine
-of one protocol; neither knows the other. The machines return the small
+of one protocol, and neither depends on the other. The machines return the small
 output values defined here, and the session turns them into
 :mod:`~mailproxy_core.events` for the driver. Each protocol package
 subclasses :class:`ClientMachine` and :class:`UpstreamMachine`.

@@ -95,7 +95,7 @@ class Session(abc.ABC):
 
     @property
     def closed(self) -> bool:
-        """Whether the session has told the driver to close."""
+        """Whether the session has returned a :class:`CloseConnection` event."""
         return self._closed
 
     @property
@@ -181,7 +181,7 @@ class Session(abc.ABC):
         reason: str = "",
         group: str | None = None,
     ) -> list[Event]:
-        """Answer an :class:`AuthenticationRequired` event.
+        """Report the driver's result for an :class:`AuthenticationRequired` event.
 
         :param method: the method that was checked.
         :param success: whether it passed.
@@ -217,7 +217,7 @@ class Session(abc.ABC):
         return self._fail_login(None, reason)
 
     def upstream_connected(self) -> list[Event]:
-        """Answer an :class:`UpstreamSelected` event: the connection is up.
+        """Report for an :class:`UpstreamSelected` event that the connection is up.
 
         :raises LocalProtocolError: when no upstream was selected.
         """
@@ -231,7 +231,7 @@ class Session(abc.ABC):
         return []
 
     def upstream_failed(self, reason: str) -> list[Event]:
-        """Answer an :class:`UpstreamSelected` event: connecting failed.
+        """Report for an :class:`UpstreamSelected` event that connecting failed.
 
         :raises LocalProtocolError: when no upstream was selected.
         """

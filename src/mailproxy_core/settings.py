@@ -38,7 +38,7 @@ METHOD_ORDER: Final = (
 
 
 class UpstreamTLS(enum.Enum):
-    """How the proxy protects its connection to an upstream server."""
+    """The protection of the proxy's connection to an upstream server."""
 
     IMPLICIT = "implicit"
     STARTTLS = "starttls"

@@ -134,4 +134,4 @@ def apply_answer(session: Session, text: str) -> list[Event]:
         return session.receive_client(b"")
     if verb == "upstream-eof":
         return session.receive_upstream(b"")
-    raise ValueError(f"unknown answer {text!r}")
+    raise ValueError(f"unknown driver answer {text!r}")

@@ -117,7 +117,7 @@ def protocol_from_path(path: Path) -> str | None:
 def describe(event: Event, state: ConnectionState) -> dict[str, object]:
     """Return ``event`` as a dict of JSON values, secrets redacted.
 
-    :param state: the session's state after the call, which tells whether
+    :param state: the session's state after the call, which shows whether
         upstream bytes may carry the login.
     """
     fields = _plain(event)
