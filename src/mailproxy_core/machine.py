@@ -12,8 +12,19 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass, field
 
+from .errors import SaslError
 from .framing import LineBuffer, LineTooLongError
-from .sasl import encode_oauthbearer, encode_plain, encode_xoauth2
+from .sasl import (
+    Cancelled,
+    Challenge,
+    Mechanism,
+    SaslServer,
+    SaslStep,
+    encode_base64,
+    encode_oauthbearer,
+    encode_plain,
+    encode_xoauth2,
+)
 from .secrets import Secret
 from .settings import Limits, UpstreamServer
 
@@ -200,12 +211,18 @@ class ClientMachine(abc.ABC):
     #: What precedes a SASL challenge: ``"+ "`` in IMAP and POP3, ``"334 "``
     #: in SMTP.
     CHALLENGE_PREFIX = b"+ "
+    #: The replies, without CRLF, that end a SASL exchange: an invalid
+    #: initial response, an invalid response line, and a cancel (``*``).
+    SASL_BAD_INITIAL = b""
+    SASL_BAD_RESPONSE = b""
+    SASL_CANCELLED = b""
 
     def __init__(self, limits: Limits, *, max_line: int) -> None:
         self._limits = limits
         self._buffer = LineBuffer(max_line=max_line)
         self._holding = False
         self._answering_challenge = False
+        self._sasl: SaslServer | None = None
 
     def receive(self, data: bytes) -> list[ClientOutput]:
         """Consume client bytes; ``b""`` is never passed here."""
@@ -243,6 +260,54 @@ class ClientMachine(abc.ABC):
             return []
         self._answering_challenge = False
         return [ChallengeAnswered(line=line)]
+
+    # SASL exchanges, the same in every protocol but for the reply texts.
+
+    def _start_sasl(
+        self, mechanism: Mechanism, initial_response: bytes | None
+    ) -> list[ClientOutput]:
+        self._sasl = SaslServer(mechanism)
+        try:
+            step = self._sasl.start(initial_response)
+        except SaslError:
+            return self._end_sasl(self.SASL_BAD_INITIAL)
+        return self._sasl_step(step)
+
+    def _sasl_response(self, line: bytes) -> list[ClientOutput]:
+        assert self._sasl is not None
+        try:
+            step = self._sasl.respond(line)
+        except SaslError:
+            return self._end_sasl(self.SASL_BAD_RESPONSE)
+        return self._sasl_step(step)
+
+    def _sasl_step(self, step: SaslStep) -> list[ClientOutput]:
+        if isinstance(step, Challenge):
+            data = self.CHALLENGE_PREFIX + encode_base64(step.data) + b"\r\n"
+            return [Reply(data=data)]
+        if isinstance(step, Cancelled):
+            return self._end_sasl(self.SASL_CANCELLED)
+        self._end_sasl(None)
+        credentials = step.credentials
+        self._holding = True
+        login = LoginRequested(
+            username=credentials.username,
+            password=credentials.secret,
+            mechanism=credentials.mechanism.value,
+            authzid=credentials.authzid,
+            is_token=credentials.is_token,
+        )
+        return [login]
+
+    def _end_sasl(self, reply: bytes | None) -> list[ClientOutput]:
+        self._sasl = None
+        if reply is None:
+            return []
+        return [Reply(data=self._sasl_reply(reply))]
+
+    def _sasl_reply(self, text: bytes) -> bytes:
+        """Frame the reply that ends a SASL exchange; IMAP adds the tag."""
+        return text + b"\r\n"
 
     def _fatal(self, reply: bytes, message: str) -> list[ClientOutput]:
         # Nothing more is parsed: the session closes the connection.

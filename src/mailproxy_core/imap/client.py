@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Final
 
-from ..errors import MailProxyError, SaslError
+from ..errors import MailProxyError
 from ..framing import LineTooLongError, parse_literal_suffix
 from ..machine import (
     ClientMachine,
@@ -24,7 +24,7 @@ from ..machine import (
     UpstreamReply,
     Violation,
 )
-from ..sasl import Cancelled, Challenge, Completed, Mechanism, SaslServer, encode_base64
+from ..sasl import Mechanism
 from ..secrets import Secret
 from ..settings import AuthMethod, Limits, SessionSettings
 from .syntax import (
@@ -60,6 +60,12 @@ class ImapClientMachine(ClientMachine):
         ``IMAP4rev1``; only when every upstream supports it.
     """
 
+    # RFC 9051 section 6.2.2: BAD ends an exchange that failed or was
+    # cancelled, under the AUTHENTICATE command's tag.
+    SASL_BAD_INITIAL = b"BAD Invalid SASL initial response"
+    SASL_BAD_RESPONSE = b"BAD Invalid SASL response"
+    SASL_CANCELLED = b"BAD Authentication cancelled"
+
     def __init__(
         self, settings: SessionSettings, limits: Limits, *, imap4rev2: bool = False
     ) -> None:
@@ -73,7 +79,6 @@ class ImapClientMachine(ClientMachine):
         self._literals: list[bytes] = []
         self._literal_size: int | None = None
         self._command_size = 0
-        self._sasl: SaslServer | None = None
         self._tag = b""
         self._tls_active = not settings.starttls_required
         self._commands = 0
@@ -294,44 +299,10 @@ class ImapClientMachine(ClientMachine):
             return [Reply(data=tag + b" NO Unsupported authentication mechanism\r\n")]
         initial = arguments[1].value if len(arguments) == 2 else None  # type: ignore[union-attr]
         self._tag = tag
-        self._sasl = SaslServer(mechanism)
-        try:
-            step = self._sasl.start(initial)
-        except SaslError:
-            return self._end_sasl(b"BAD Invalid SASL initial response")
-        return self._sasl_step(step)
+        return self._start_sasl(mechanism, initial)
 
-    # SASL ------------------------------------------------------------------
-
-    def _sasl_response(self, line: bytes) -> list[ClientOutput]:
-        assert self._sasl is not None
-        try:
-            step = self._sasl.respond(line)
-        except SaslError:
-            return self._end_sasl(b"BAD Invalid SASL response")
-        return self._sasl_step(step)
-
-    def _sasl_step(self, step: Challenge | Completed | Cancelled) -> list[ClientOutput]:
-        if isinstance(step, Challenge):
-            return [Reply(data=b"+ " + encode_base64(step.data) + b"\r\n")]
-        if isinstance(step, Cancelled):
-            return self._end_sasl(b"BAD Authentication cancelled")
-        self._end_sasl(b"")
-        credentials = step.credentials
-        login = LoginRequested(
-            username=credentials.username,
-            password=credentials.secret,
-            mechanism=credentials.mechanism.value,
-            authzid=credentials.authzid,
-            is_token=credentials.is_token,
-        )
-        return self._request_login(self._tag, login)
-
-    def _end_sasl(self, reply: bytes) -> list[ClientOutput]:
-        self._sasl = None
-        if not reply:
-            return []
-        return [Reply(data=self._tag + b" " + reply + b"\r\n")]
+    def _sasl_reply(self, text: bytes) -> bytes:
+        return self._tag + b" " + text + b"\r\n"
 
     # Helpers -----------------------------------------------------------------
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Final
 
-from ..errors import SaslError
 from ..framing import LineTooLongError
 from ..machine import (
     ClientMachine,
@@ -24,7 +23,7 @@ from ..machine import (
     UpstreamReply,
     Violation,
 )
-from ..sasl import Cancelled, Challenge, Completed, Mechanism, SaslServer, encode_base64
+from ..sasl import Mechanism
 from ..secrets import Secret
 from ..settings import AuthMethod, Limits, SessionSettings
 
@@ -45,12 +44,15 @@ class PopClientMachine(ClientMachine):
         commands.
     """
 
+    SASL_BAD_INITIAL = b"-ERR Invalid SASL initial response"
+    SASL_BAD_RESPONSE = b"-ERR Invalid SASL response"
+    SASL_CANCELLED = b"-ERR Authentication cancelled"
+
     def __init__(self, settings: SessionSettings, limits: Limits) -> None:
         # Framing allows SASL-sized lines, so that AUTH with a long initial
         # response fits; _command applies the shorter limit to the rest.
         super().__init__(limits, max_line=limits.max_sasl_line)
         self._settings = settings
-        self._sasl: SaslServer | None = None
         self._user: str | None = None
         self._tls_active = not settings.starttls_required
         self._commands = 0
@@ -202,12 +204,7 @@ class PopClientMachine(ClientMachine):
         mechanism = Mechanism.parse(name)
         if mechanism is None or name.upper() not in self.mechanisms():
             return self._error(b"Unsupported authentication mechanism")
-        self._sasl = SaslServer(mechanism)
-        try:
-            step = self._sasl.start(initial or None)
-        except SaslError:
-            return self._end_sasl(b"-ERR Invalid SASL initial response")
-        return self._sasl_step(step)
+        return self._start_sasl(mechanism, initial or None)
 
     def _stls(self, argument: bytes) -> list[ClientOutput]:
         if self._tls_active:
@@ -220,39 +217,6 @@ class PopClientMachine(ClientMachine):
     def _quit(self, argument: bytes) -> list[ClientOutput]:
         data = b"+OK mailproxy signing off\r\n"
         return [Reply(data=data), CloseRequested(reason="client sent QUIT")]
-
-    # SASL ------------------------------------------------------------------
-
-    def _sasl_response(self, line: bytes) -> list[ClientOutput]:
-        assert self._sasl is not None
-        try:
-            step = self._sasl.respond(line)
-        except SaslError:
-            return self._end_sasl(b"-ERR Invalid SASL response")
-        return self._sasl_step(step)
-
-    def _sasl_step(self, step: Challenge | Completed | Cancelled) -> list[ClientOutput]:
-        if isinstance(step, Challenge):
-            return [Reply(data=b"+ " + encode_base64(step.data) + b"\r\n")]
-        if isinstance(step, Cancelled):
-            return self._end_sasl(b"-ERR Authentication cancelled")
-        self._end_sasl(b"")
-        credentials = step.credentials
-        self._holding = True
-        login = LoginRequested(
-            username=credentials.username,
-            password=credentials.secret,
-            mechanism=credentials.mechanism.value,
-            authzid=credentials.authzid,
-            is_token=credentials.is_token,
-        )
-        return [login]
-
-    def _end_sasl(self, reply: bytes) -> list[ClientOutput]:
-        self._sasl = None
-        if not reply:
-            return []
-        return [Reply(data=reply + b"\r\n")]
 
     # Helpers -----------------------------------------------------------------
 

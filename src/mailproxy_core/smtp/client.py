@@ -13,19 +13,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
-from ..errors import SaslError
 from ..framing import LineTooLongError
 from ..machine import (
     ClientMachine,
     ClientOutput,
     CloseRequested,
-    LoginRequested,
     Reply,
     TlsRequested,
     UpstreamReply,
     Violation,
 )
-from ..sasl import Cancelled, Challenge, Completed, Mechanism, SaslServer, encode_base64
+from ..sasl import Mechanism
 from ..settings import AuthMethod, Limits, SessionSettings
 
 # Commands that need authentication at a submission server (RFC 4954
@@ -65,6 +63,10 @@ class SmtpClientMachine(ClientMachine):
     """
 
     CHALLENGE_PREFIX = b"334 "
+    SASL_BAD_INITIAL = b"501 5.5.2 Invalid SASL initial response"
+    SASL_BAD_RESPONSE = b"501 5.5.2 Invalid SASL response"
+    # RFC 4954 section 4: a cancelled exchange gets 501.
+    SASL_CANCELLED = b"501 5.0.0 Authentication cancelled"
 
     def __init__(
         self, settings: SessionSettings, limits: Limits, options: SmtpOptions
@@ -74,7 +76,6 @@ class SmtpClientMachine(ClientMachine):
         super().__init__(limits, max_line=limits.max_sasl_line)
         self._settings = settings
         self._options = options
-        self._sasl: SaslServer | None = None
         self._tls_active = not settings.starttls_required
         self._commands = 0
         #: The domain from the client's EHLO or HELO, or ``None`` before it.
@@ -220,12 +221,7 @@ class SmtpClientMachine(ClientMachine):
         mechanism = Mechanism.parse(name)
         if mechanism is None or name.upper() not in self.mechanisms():
             return self._error(b"504 5.5.4 Unrecognized authentication type")
-        self._sasl = SaslServer(mechanism)
-        try:
-            step = self._sasl.start(initial.strip() or None)
-        except SaslError:
-            return self._end_sasl(b"501 5.5.2 Invalid SASL initial response")
-        return self._sasl_step(step)
+        return self._start_sasl(mechanism, initial.strip() or None)
 
     def _starttls(self, argument: bytes) -> list[ClientOutput]:
         if argument:
@@ -250,40 +246,6 @@ class SmtpClientMachine(ClientMachine):
         name = self._options.hostname.encode()
         data = b"221 2.0.0 " + name + b" closing connection\r\n"
         return [Reply(data=data), CloseRequested(reason="client sent QUIT")]
-
-    # SASL ------------------------------------------------------------------
-
-    def _sasl_response(self, line: bytes) -> list[ClientOutput]:
-        assert self._sasl is not None
-        try:
-            step = self._sasl.respond(line)
-        except SaslError:
-            return self._end_sasl(b"501 5.5.2 Invalid SASL response")
-        return self._sasl_step(step)
-
-    def _sasl_step(self, step: Challenge | Completed | Cancelled) -> list[ClientOutput]:
-        if isinstance(step, Challenge):
-            return [Reply(data=b"334 " + encode_base64(step.data) + b"\r\n")]
-        if isinstance(step, Cancelled):
-            # RFC 4954 section 4: a cancelled exchange gets 501.
-            return self._end_sasl(b"501 5.0.0 Authentication cancelled")
-        self._end_sasl(b"")
-        credentials = step.credentials
-        self._holding = True
-        login = LoginRequested(
-            username=credentials.username,
-            password=credentials.secret,
-            mechanism=credentials.mechanism.value,
-            authzid=credentials.authzid,
-            is_token=credentials.is_token,
-        )
-        return [login]
-
-    def _end_sasl(self, reply: bytes) -> list[ClientOutput]:
-        self._sasl = None
-        if not reply:
-            return []
-        return [Reply(data=reply + b"\r\n")]
 
     # Helpers -----------------------------------------------------------------
 
