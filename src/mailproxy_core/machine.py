@@ -371,6 +371,19 @@ class UpstreamMachine(abc.ABC):
     def take_remaining(self) -> bytes:
         """Return bytes the upstream sent after its final login reply."""
 
+    def _refuse_early_bytes(
+        self, outputs: list[UpstreamOutput]
+    ) -> list[UpstreamOutput]:
+        """Replace the TLS request with a fatal violation.
+
+        For bytes that arrived after the upstream's STARTTLS go-ahead: they
+        would be read as if TLS protected them, and an attacker on the path
+        could have injected them (RFC 3207 section 4.2).
+        """
+        kept = [o for o in outputs if not isinstance(o, TlsRequested)]
+        message = "upstream sent data after its STARTTLS go-ahead"
+        return [*kept, Violation(message=message, fatal=True)]
+
     def challenge_answered(self, line: bytes) -> list[UpstreamOutput]:
         """Send the client's answer to a relayed challenge upstream."""
         return [Reply(data=line + b"\r\n")]

@@ -82,11 +82,7 @@ class ImapUpstreamMachine(UpstreamMachine):
             if any(isinstance(o, (LoginFailed, Violation)) for o in outputs):
                 break
         if self._stage is _Stage.HANDSHAKE and len(self._buffer):
-            # Such bytes would be read as if TLS protected them; an attacker
-            # on the path could have injected them (RFC 3207 section 4.2).
-            message = "upstream sent data after its STARTTLS go-ahead"
-            kept = [o for o in outputs if not isinstance(o, TlsRequested)]
-            return [*kept, Violation(message=message, fatal=True)]
+            return self._refuse_early_bytes(outputs)
         return outputs
 
     def tls_established(self) -> list[UpstreamOutput]:

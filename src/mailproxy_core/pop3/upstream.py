@@ -84,10 +84,7 @@ class PopUpstreamMachine(UpstreamMachine):
             if any(isinstance(o, (LoginFailed, Violation)) for o in outputs):
                 break
         if self._stage is _Stage.HANDSHAKE and len(self._buffer):
-            # Such bytes would be read as if TLS protected them (RFC 2595).
-            message = "upstream sent data after its STARTTLS go-ahead"
-            kept = [o for o in outputs if not isinstance(o, TlsRequested)]
-            return [*kept, Violation(message=message, fatal=True)]
+            return self._refuse_early_bytes(outputs)
         return outputs
 
     def tls_established(self) -> list[UpstreamOutput]:
