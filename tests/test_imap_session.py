@@ -273,3 +273,28 @@ def test_long_sasl_initial_response_accepted() -> None:
     events = session.receive_client(b"a2 NOOP " + b"x" * 9000 + b"\r\n")
     assert client_bytes(events) == b"* BAD Line too long\r\n"
     assert session.closed
+
+
+def test_upstream_literal_in_any_split_reaches_client() -> None:
+    login_reply = (
+        b'* ID ("name" {7}\r\nDovecot "os" NIL)\r\n'
+        b"mp1 OK [CAPABILITY IMAP4rev1] Logged in\r\n"
+    )
+    outcomes = []
+    for size in (len(login_reply), 1, 5):
+        session = make_session()
+        session.receive_client(b"a1 LOGIN vpnuser:mailuser vpnpass:mailpass\r\n")
+        session.authentication_result(AuthMethod.AAA, success=True)
+        session.upstream_connected()
+        session.receive_upstream(GREETING_UPSTREAM)
+        events: list[ev.Event] = []
+        for start in range(0, len(login_reply), size):
+            events += session.receive_upstream(login_reply[start : start + size])
+        assert session.state is ConnectionState.AUTHENTICATED
+        outcomes.append(client_bytes(events))
+    assert outcomes[0] == (
+        b'* ID ("name" {7}\r\nDovecot "os" NIL)\r\n'
+        b"a1 OK [CAPABILITY IMAP4rev1] Logged in\r\n"
+    )
+    assert outcomes[1] == outcomes[0]
+    assert outcomes[2] == outcomes[0]

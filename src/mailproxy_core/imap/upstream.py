@@ -67,6 +67,9 @@ class ImapUpstreamMachine(UpstreamMachine):
         self._continuations: list[bytes] = []
         self._untagged: list[bytes] = []
         self._login_text = b""
+        self._parts: list[bytes] = []
+        self._literal_size: int | None = None
+        self._response_size = 0
 
     def receive(self, data: bytes) -> list[UpstreamOutput]:
         self._buffer.feed(data)
@@ -98,20 +101,28 @@ class ImapUpstreamMachine(UpstreamMachine):
     def _read_response(self) -> bytes | None:
         # A response line may end in a literal announcement (RFC 9051
         # section 4.3); the literal and the rest of the line belong to it.
+        # The parts stay buffered across reads until the response is whole.
         buffer = self._buffer
-        line = buffer.next_line()
-        if line is None:
-            return None
-        parts = [line]
-        while (announced := parse_literal_suffix(parts[-1], strict=False)) is not None:
-            literal = buffer.read_exact(announced[0])
-            rest = buffer.next_line() if literal is not None else None
-            if literal is None or rest is None:
-                # NOTE: a response whose literal arrives in a later read is
-                # treated as an error; greetings and login replies carry none.
-                raise MailProxyError("upstream response literal split across reads")
-            parts += [literal, rest]
-        return b"".join(parts)
+        while True:
+            if self._literal_size is not None:
+                literal = buffer.read_exact(self._literal_size)
+                if literal is None:
+                    return None
+                self._parts.append(literal)
+                self._literal_size = None
+            line = buffer.next_line()
+            if line is None:
+                return None
+            announced = parse_literal_suffix(line, strict=False)
+            if announced is None:
+                parts, self._parts = [*self._parts, line], []
+                self._response_size = 0
+                return b"".join(parts)
+            self._parts.append(line + b"\r\n")
+            self._response_size += len(line) + announced[0]
+            if self._response_size > MAX_UPSTREAM_LINE:
+                raise MailProxyError("upstream response with literals is too long")
+            self._literal_size = announced[0]
 
     def _handle(self, line: bytes) -> list[UpstreamOutput]:
         if self._stage is _Stage.GREETING:
