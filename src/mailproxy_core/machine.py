@@ -196,6 +196,23 @@ class UpstreamLogin:
         return encode_plain(self.authzid, self.username, self.secret)
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClientAddress:
+    """The client's address, for an upstream that logs it in place of the proxy's.
+
+    :param host: the IP address, without brackets.
+    :param port: the TCP port, or ``None`` when the driver does not know it.
+    """
+
+    host: str
+    port: int | None = None
+
+    @property
+    def is_ipv6(self) -> bool:
+        """Whether :attr:`host` is an IPv6 address."""
+        return ":" in self.host
+
+
 class ClientMachine(abc.ABC):
     """The client-facing side of one protocol, before authentication.
 
@@ -353,11 +370,24 @@ class ClientMachine(abc.ABC):
 
 
 class UpstreamMachine(abc.ABC):
-    """The upstream-facing side of one protocol, up to the login result."""
+    """The upstream-facing side of one protocol, up to the login result.
 
-    def __init__(self, server: UpstreamServer, login: UpstreamLogin | None) -> None:
+    :param server: the upstream being logged in to.
+    :param login: the mail credentials, or ``None`` for no upstream login.
+    :param client_address: the client's address to tell the upstream before
+        the login, or ``None`` to tell it nothing.
+    """
+
+    def __init__(
+        self,
+        server: UpstreamServer,
+        login: UpstreamLogin | None,
+        *,
+        client_address: ClientAddress | None = None,
+    ) -> None:
         self.server = server
         self.login = login
+        self.client_address = client_address
 
     @abc.abstractmethod
     def receive(self, data: bytes) -> list[UpstreamOutput]:

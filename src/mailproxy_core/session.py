@@ -11,6 +11,7 @@ one flow; a protocol package only supplies its two machines.
 from __future__ import annotations
 
 import abc
+import ipaddress
 
 from . import machine as m
 from .authflow import AuthFlow, Check, Passed, Refused, Select, Subject
@@ -66,6 +67,7 @@ class Session(abc.ABC):
         self._flow: AuthFlow | None = None
         self._selected: UpstreamServer | None = None
         self._client_address: str | None = None
+        self._client_port: int | None = None
         self._certificate_subject: Subject | None = None
         self._upstream_open = False
         self._awaiting_tls: Side | None = None
@@ -84,9 +86,17 @@ class Session(abc.ABC):
 
     @abc.abstractmethod
     def _make_upstream_machine(
-        self, server: UpstreamServer, login: m.UpstreamLogin | None
+        self,
+        server: UpstreamServer,
+        login: m.UpstreamLogin | None,
+        *,
+        client_address: m.ClientAddress | None,
     ) -> m.UpstreamMachine:
-        """Create the protocol's upstream-facing machine."""
+        """Create the protocol's upstream-facing machine.
+
+        :param client_address: the address to tell the upstream, or
+            ``None`` when the server does not forward it.
+        """
 
     @property
     def state(self) -> ConnectionState:
@@ -109,11 +119,15 @@ class Session(abc.ABC):
         self,
         *,
         client_address: str | None = None,
+        client_port: int | None = None,
         certificate_subject: Subject | None = None,
     ) -> list[Event]:
         """Return the greeting; call once, after the client's TLS handshake.
 
-        :param client_address: the client's IP address, for ``piggyback``.
+        :param client_address: the client's IP address, for ``piggyback``
+            and for servers that forward it.
+        :param client_port: the client's TCP port, for servers that forward
+            the address, or ``None`` when unknown.
         :param certificate_subject: the subject of the client certificate
             that the driver verified, or ``None`` when there is none
             (:func:`~mailproxy_core.authflow.subject_from_ssl` converts
@@ -124,6 +138,7 @@ class Session(abc.ABC):
             raise LocalProtocolError("start() was already called")
         self._started = True
         self._client_address = client_address
+        self._client_port = client_port
         self._certificate_subject = certificate_subject
         return [SendToClient(data=self._client.greeting())]
 
@@ -226,7 +241,11 @@ class Session(abc.ABC):
         server = self._selected
         if server is None or self._upstream is not None:
             raise LocalProtocolError("no upstream connection was requested")
-        self._upstream = self._make_upstream_machine(server, self._upstream_login())
+        self._upstream = self._make_upstream_machine(
+            server,
+            self._upstream_login(),
+            client_address=self._address_to_forward(server),
+        )
         self._upstream_open = True
         return []
 
@@ -374,6 +393,18 @@ class Session(abc.ABC):
             mechanism=login.mechanism,
             is_token=login.is_token,
         )
+
+    def _address_to_forward(self, server: UpstreamServer) -> m.ClientAddress | None:
+        host = self._client_address
+        if not server.forward_client_address or host is None:
+            return None
+        # Only an IP address goes upstream, so a machine can put it in a
+        # command without escaping.
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            return None
+        return m.ClientAddress(host=host, port=self._client_port)
 
     # Upstream side ------------------------------------------------------
 

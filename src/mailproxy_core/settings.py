@@ -54,6 +54,11 @@ class UpstreamServer:
     :param port: TCP port.
     :param tls: how to protect the connection.
     :param verify: whether the driver verifies the server's certificate.
+    :param forward_client_address: whether the upstream machine tells the
+        server the client's address before the login: IMAP ``ID`` with
+        ``x-originating-ip`` and ``x-originating-port``, SMTP and POP3
+        ``XCLIENT ADDR= PORT=``. It is sent only when the server offers
+        the command, and the server must trust the proxy to honour it.
     """
 
     name: str
@@ -61,6 +66,7 @@ class UpstreamServer:
     port: int
     tls: UpstreamTLS = UpstreamTLS.NONE
     verify: bool = True
+    forward_client_address: bool = False
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:

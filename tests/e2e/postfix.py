@@ -82,10 +82,13 @@ smtpd_recipient_restrictions = reject
 # No service runs chrooted, because the Dovecot sockets and this instance's
 # files live outside the queue directory. The only inet services are the two
 # smtpd listeners, and there is no smtp or relay client.
+# The submission smtpd accepts XCLIENT from 127.0.0.0/8, where the proxy
+# runs, so that the proxy can pass the client's address on.
 MASTER_CF_TEMPLATE = """\
 {host}:{submission_port} inet n - n - - smtpd
   -o syslog_name=postfix/submission
   -o smtpd_sasl_auth_enable=yes
+  -o smtpd_authorized_xclient_hosts=127.0.0.0/8
   -o smtpd_relay_restrictions=permit_sasl_authenticated,reject
   -o smtpd_recipient_restrictions=permit_sasl_authenticated,reject
 {host}:{trusted_port} inet n - n - - smtpd

@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 from ..errors import ConfigurationError
-from ..machine import ClientMachine, UpstreamLogin, UpstreamMachine
+from ..machine import ClientAddress, ClientMachine, UpstreamLogin, UpstreamMachine
 from ..session import Session
 from ..settings import AuthMethod, Limits, SessionSettings, UpstreamServer
 from .client import ImapClientMachine
@@ -42,6 +42,10 @@ class ImapSession(Session):
         return ImapClientMachine(self.settings, self.limits, imap4rev2=self._imap4rev2)
 
     def _make_upstream_machine(
-        self, server: UpstreamServer, login: UpstreamLogin | None
+        self,
+        server: UpstreamServer,
+        login: UpstreamLogin | None,
+        *,
+        client_address: ClientAddress | None,
     ) -> UpstreamMachine:
-        return ImapUpstreamMachine(server, login)
+        return ImapUpstreamMachine(server, login, client_address=client_address)

@@ -19,6 +19,7 @@ from ..errors import MailProxyError
 from ..framing import LineBuffer, LineTooLongError, parse_literal_suffix
 from ..machine import (
     ChallengeForClient,
+    ClientAddress,
     LoginFailed,
     LoginSucceeded,
     Reply,
@@ -44,6 +45,7 @@ class _Stage(Enum):
     STARTTLS = auto()
     HANDSHAKE = auto()
     CAPABILITY = auto()
+    ID = auto()
     LOGIN = auto()
     CAPABILITY_AFTER_LOGIN = auto()
     DONE = auto()
@@ -54,10 +56,18 @@ class ImapUpstreamMachine(UpstreamMachine):
 
     :param server: the upstream being logged in to.
     :param login: the mail credentials; IMAP always logs in upstream.
+    :param client_address: the client's address to send in an ``ID``
+        command before the login, when the server offers ``ID``.
     """
 
-    def __init__(self, server: UpstreamServer, login: UpstreamLogin | None) -> None:
-        super().__init__(server, login)
+    def __init__(
+        self,
+        server: UpstreamServer,
+        login: UpstreamLogin | None,
+        *,
+        client_address: ClientAddress | None = None,
+    ) -> None:
+        super().__init__(server, login, client_address=client_address)
         self._buffer = LineBuffer(max_line=MAX_UPSTREAM_LINE)
         self._stage = _Stage.GREETING
         self._capabilities: list[bytes] | None = None
@@ -70,6 +80,7 @@ class ImapUpstreamMachine(UpstreamMachine):
         self._parts: list[bytes] = []
         self._literal_size: int | None = None
         self._response_size = 0
+        self._id_done = client_address is None
 
     def receive(self, data: bytes) -> list[UpstreamOutput]:
         self._buffer.feed(data)
@@ -197,6 +208,10 @@ class ImapUpstreamMachine(UpstreamMachine):
                     LoginFailed(reason="upstream CAPABILITY failed", unavailable=True)
                 ]
             return self._send_login()
+        if self._stage is _Stage.ID:
+            # A rejected ID only loses the address in the server's log, so
+            # the login goes ahead whatever the status.
+            return self._send_login()
         if self._stage is _Stage.LOGIN:
             return self._login_result(ok, rest, text)
         return self._capability_after_login(ok)
@@ -208,6 +223,11 @@ class ImapUpstreamMachine(UpstreamMachine):
         return [self._command(b"CAPABILITY")]
 
     def _send_login(self) -> list[UpstreamOutput]:
+        address = self.client_address
+        if not self._id_done and address is not None:
+            self._id_done = True
+            if b"ID" in {c.upper() for c in self._capabilities or []}:
+                return self._send_id(address)
         login = self.login
         if login is None:
             self._stage = _Stage.DONE
@@ -217,6 +237,16 @@ class ImapUpstreamMachine(UpstreamMachine):
         if login.is_token or login.authzid or b"LOGINDISABLED" in capabilities:
             return self._authenticate(login, capabilities)
         return self._login_command(login, capabilities)
+
+    def _send_id(self, address: ClientAddress) -> list[UpstreamOutput]:
+        # Dovecot takes these fields from proxies in login_trusted_networks
+        # and logs the client as rip= (Dovecot 2.3 "Forwarding parameters").
+        fields = [b'"x-originating-ip"', quote(address.host.encode())]
+        if address.port is not None:
+            fields += [b'"x-originating-port"', quote(b"%d" % address.port)]
+        self._stage = _Stage.ID
+        command = self._next_tag() + b" ID (" + b" ".join(fields) + b")\r\n"
+        return [Reply(data=command)]
 
     def _login_command(
         self, login: UpstreamLogin, capabilities: set[bytes]

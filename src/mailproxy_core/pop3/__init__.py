@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 from ..errors import ConfigurationError
-from ..machine import ClientMachine, UpstreamLogin, UpstreamMachine
+from ..machine import ClientAddress, ClientMachine, UpstreamLogin, UpstreamMachine
 from ..session import Session
 from ..settings import AuthMethod, Limits, SessionSettings, UpstreamServer
 from .client import PopClientMachine
@@ -40,6 +40,10 @@ class PopSession(Session):
         return PopClientMachine(self.settings, self.limits)
 
     def _make_upstream_machine(
-        self, server: UpstreamServer, login: UpstreamLogin | None
+        self,
+        server: UpstreamServer,
+        login: UpstreamLogin | None,
+        *,
+        client_address: ClientAddress | None,
     ) -> UpstreamMachine:
-        return PopUpstreamMachine(server, login)
+        return PopUpstreamMachine(server, login, client_address=client_address)

@@ -4,9 +4,10 @@ The proxy acts as a POP3 client here. It reads the greeting (an angle
 bracket text in it is an APOP timestamp or just text, and is ignored
 either way), upgrades with STLS when configured so, asks for CAPA, and
 logs in with USER and PASS, or with AUTH PLAIN when the server offers no
-USER or an authorization identity must pass. The server's final status
-line, response code included (RFC 2449 section 8, RFC 3206), goes back
-to the client as it is.
+USER or an authorization identity must pass. Given the client's address
+and a server that lists XCLIENT in CAPA, it sends the address first. The
+server's final status line, response code included (RFC 2449 section 8,
+RFC 3206), goes back to the client as it is.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Final
 from ..framing import LineBuffer, LineTooLongError
 from ..machine import (
     ChallengeForClient,
+    ClientAddress,
     LoginFailed,
     LoginSucceeded,
     Reply,
@@ -48,6 +50,7 @@ class _Stage(Enum):
     HANDSHAKE = auto()
     CAPA = auto()
     CAPA_LIST = auto()
+    XCLIENT = auto()
     USER = auto()
     PASS = auto()
     AUTH = auto()
@@ -59,16 +62,25 @@ class PopUpstreamMachine(UpstreamMachine):
 
     :param server: the upstream being logged in to.
     :param login: the mail credentials; POP3 always logs in upstream.
+    :param client_address: the client's address to send with XCLIENT
+        before the login, when the server lists XCLIENT in CAPA.
     """
 
-    def __init__(self, server: UpstreamServer, login: UpstreamLogin | None) -> None:
-        super().__init__(server, login)
+    def __init__(
+        self,
+        server: UpstreamServer,
+        login: UpstreamLogin | None,
+        *,
+        client_address: ClientAddress | None = None,
+    ) -> None:
+        super().__init__(server, login, client_address=client_address)
         self._buffer = LineBuffer(max_line=MAX_UPSTREAM_LINE)
         self._stage = _Stage.GREETING
         self._tls_done = server.tls is not UpstreamTLS.STARTTLS
         self._capabilities: set[bytes] = set()
         self._sasl_mechanisms: set[bytes] = set()
         self._pending_response: bytes | None = None
+        self._xclient_done = client_address is None
 
     def receive(self, data: bytes) -> list[UpstreamOutput]:
         self._buffer.feed(data)
@@ -114,6 +126,9 @@ class PopUpstreamMachine(UpstreamMachine):
                 return []
             self._capabilities = {b"USER"}
             return self._send_login()
+        if self._stage is _Stage.XCLIENT:
+            # A rejected XCLIENT only costs the address in the server's log.
+            return self._send_login()
         # RFC 5034 section 4: a continuation is "+" and a space or nothing.
         if self._stage is _Stage.AUTH and (line == b"+" or line.startswith(b"+ ")):
             return self._continuation(line[2:])
@@ -151,6 +166,11 @@ class PopUpstreamMachine(UpstreamMachine):
     # Login -----------------------------------------------------------------
 
     def _send_login(self) -> list[UpstreamOutput]:
+        address = self.client_address
+        if not self._xclient_done and address is not None:
+            self._xclient_done = True
+            if b"XCLIENT" in self._capabilities:
+                return self._send_xclient(address)
         login = self.login
         if login is None:
             self._stage = _Stage.DONE
@@ -160,6 +180,15 @@ class PopUpstreamMachine(UpstreamMachine):
             return self._authenticate(login)
         self._stage = _Stage.USER
         return [Reply(data=b"USER " + login.username.encode() + b"\r\n")]
+
+    def _send_xclient(self, address: ClientAddress) -> list[UpstreamOutput]:
+        # Dovecot's POP3 command for proxies in login_trusted_networks
+        # (Dovecot 2.3 "Forwarding parameters"): ADDR and PORT, unquoted.
+        command = b"XCLIENT ADDR=" + address.host.encode()
+        if address.port is not None:
+            command += b" PORT=%d" % address.port
+        self._stage = _Stage.XCLIENT
+        return [Reply(data=command + b"\r\n")]
 
     def _authenticate(self, login: UpstreamLogin) -> list[UpstreamOutput]:
         mechanism = login.sasl_mechanism()

@@ -145,6 +145,7 @@ class ProxyConnection:
         peer = client.extra("peername")
         self._peer = _format_address(peer)
         self._peer_host = str(peer[0]) if isinstance(peer, tuple) else None
+        self._peer_port = _peer_port(peer)
         self._session_user: str | None = None
         self._loop = asyncio.get_running_loop()
         self._opened_at = self._loop.time()
@@ -209,6 +210,7 @@ class ProxyConnection:
         start = partial(
             self._session.start,
             client_address=self._peer_host,
+            client_port=self._peer_port,
             certificate_subject=self._read_client_certificate(),
         )
         await self._call(start)
@@ -252,6 +254,7 @@ class ProxyConnection:
         balancer = self._peer
         self._peer = _format_address(header.source)
         self._peer_host = header.source[0]
+        self._peer_port = header.source[1]
         self._log.info(
             "client %s through load balancer %s (PROXY header v%d)",
             self._peer,
@@ -765,6 +768,13 @@ class ProxyConnection:
         self._client.close()
         if self._upstream is not None:
             self._upstream.close()
+
+
+def _peer_port(address: object) -> int | None:
+    if isinstance(address, tuple) and len(address) >= 2:
+        port = address[1]
+        return port if isinstance(port, int) else None
+    return None
 
 
 def _format_address(address: object) -> str:

@@ -78,8 +78,11 @@ Keys of a listener table (all optional unless marked):
 ``[NAME.servers.SERVER]``
     an upstream: ``host`` (required), ``port`` (the protocol's default for
     the TLS mode), ``tls`` (``implicit``, ``starttls`` or ``none``, default
-    ``none``), ``verify`` (default true) and ``ca_file`` (a PEM bundle to
-    verify against instead of the system store).
+    ``none``), ``verify`` (default true), ``ca_file`` (a PEM bundle to
+    verify against instead of the system store) and
+    ``forward_client_address`` (default false): when true, the proxy tells
+    the server the client's address and port before the login, with IMAP
+    ``ID`` or SMTP and POP3 ``XCLIENT``, if the server offers the command.
 """
 
 from __future__ import annotations
@@ -142,7 +145,9 @@ _LISTENER_KEYS: Final = frozenset(
     }
 )
 
-_SERVER_KEYS: Final = frozenset({"host", "port", "tls", "verify", "ca_file"})
+_SERVER_KEYS: Final = frozenset(
+    {"host", "port", "tls", "verify", "ca_file", "forward_client_address"}
+)
 
 _LIMIT_KEYS: Final = tuple(field.name for field in dataclasses.fields(Limits))
 
@@ -467,7 +472,9 @@ def _read_servers(
 
 def _read_server(name: str, table: ConfigTable, spec: ProtocolSpec) -> UpstreamServer:
     table.reject_unknown(_SERVER_KEYS)
-    return _read_connection(table, spec, name, table.required_string("host"))
+    server = _read_connection(table, spec, name, table.required_string("host"))
+    forward = table.boolean("forward_client_address", False)
+    return dataclasses.replace(server, forward_client_address=forward)
 
 
 def _read_connection(

@@ -41,6 +41,7 @@ class ProxySession(Protocol):
         self,
         *,
         client_address: str | None = None,
+        client_port: int | None = None,
         certificate_subject: Subject | None = None,
     ) -> list[Event]:
         """Return the greeting events."""

@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from ..machine import ClientMachine, UpstreamLogin, UpstreamMachine
+from ..machine import ClientAddress, ClientMachine, UpstreamLogin, UpstreamMachine
 from ..session import Session
 from ..settings import Limits, SessionSettings, UpstreamServer
 from .client import SmtpClientMachine, SmtpOptions
@@ -49,7 +49,13 @@ class SmtpSession(Session):
         return self._smtp_client
 
     def _make_upstream_machine(
-        self, server: UpstreamServer, login: UpstreamLogin | None
+        self,
+        server: UpstreamServer,
+        login: UpstreamLogin | None,
+        *,
+        client_address: ClientAddress | None,
     ) -> UpstreamMachine:
         name = self._smtp_client.client_name or self._options.hostname
-        return SmtpUpstreamMachine(server, login, client_name=name)
+        return SmtpUpstreamMachine(
+            server, login, client_name=name, client_address=client_address
+        )

@@ -3,7 +3,9 @@
 The proxy acts as an SMTP client here. It reads the greeting, sends EHLO
 with the client's own domain (falling back to HELO when EHLO is
 rejected), upgrades with STARTTLS when configured so, and authenticates
-with AUTH PLAIN or, when only that is offered, AUTH LOGIN. Without the
+with AUTH PLAIN or, when only that is offered, AUTH LOGIN. Given the
+client's address and a server that offers XCLIENT, it sends the address
+before AUTH and repeats EHLO after the server's new greeting. Without the
 ``mailhost`` method it does not authenticate at all: the upstream then
 trusts the proxy by its address. Replies may come split across reads
 and in several lines; ``334`` challenges may lack the trailing space.
@@ -18,6 +20,7 @@ from ..errors import MailProxyError
 from ..framing import SmtpReply, SmtpReplyParser
 from ..machine import (
     ChallengeForClient,
+    ClientAddress,
     LoginFailed,
     LoginSucceeded,
     Reply,
@@ -45,6 +48,7 @@ class _Stage(Enum):
     HELO = auto()
     STARTTLS = auto()
     HANDSHAKE = auto()
+    XCLIENT = auto()
     AUTH = auto()
     DONE = auto()
 
@@ -56,6 +60,8 @@ class SmtpUpstreamMachine(UpstreamMachine):
     :param login: the mail credentials, or ``None`` to skip AUTH.
     :param client_name: the domain to send in EHLO, normally the one the
         client gave the proxy.
+    :param client_address: the client's address to send with XCLIENT
+        before AUTH, when the server offers XCLIENT with ``ADDR``.
     """
 
     def __init__(
@@ -64,14 +70,17 @@ class SmtpUpstreamMachine(UpstreamMachine):
         login: UpstreamLogin | None,
         *,
         client_name: str = "mailproxy",
+        client_address: ClientAddress | None = None,
     ) -> None:
-        super().__init__(server, login)
+        super().__init__(server, login, client_address=client_address)
         self._parser = SmtpReplyParser()
         self._client_name = client_name.encode("ascii", errors="replace")
         self._stage = _Stage.GREETING
         self._tls_done = server.tls is not UpstreamTLS.STARTTLS
         self._keywords: set[bytes] = set()
         self._mechanisms: set[bytes] = set()
+        self._xclient_attributes: set[bytes] = set()
+        self._xclient_done = client_address is None
         self._responses: list[bytes] = []
         self._extra: list[SmtpReply] = []
 
@@ -119,12 +128,15 @@ class SmtpUpstreamMachine(UpstreamMachine):
                 return [_unavailable("upstream refused STARTTLS")]
             self._stage = _Stage.HANDSHAKE
             return [TlsRequested()]
+        if stage is _Stage.XCLIENT:
+            return self._xclient_reply(reply)
         return self._auth_reply(reply)
 
     def _send_ehlo(self) -> list[UpstreamOutput]:
         self._stage = _Stage.EHLO
         self._keywords = set()
         self._mechanisms = set()
+        self._xclient_attributes = set()
         return [Reply(data=b"EHLO " + self._client_name + b"\r\n")]
 
     def _ehlo_reply(self, reply: SmtpReply) -> list[UpstreamOutput]:
@@ -140,6 +152,8 @@ class SmtpUpstreamMachine(UpstreamMachine):
             # "AUTH=PLAIN LOGIN" is the pre-standard form some servers send.
             if words[0] == b"AUTH":
                 self._mechanisms.update(words[1:])
+            elif words[0] == b"XCLIENT":
+                self._xclient_attributes.update(words[1:])
         return self._after_ehlo()
 
     def _after_ehlo(self) -> list[UpstreamOutput]:
@@ -148,11 +162,40 @@ class SmtpUpstreamMachine(UpstreamMachine):
                 return [_unavailable("upstream does not offer STARTTLS")]
             self._stage = _Stage.STARTTLS
             return [Reply(data=b"STARTTLS\r\n")]
+        address = self.client_address
+        if not self._xclient_done and address is not None:
+            self._xclient_done = True
+            if b"ADDR" in self._xclient_attributes:
+                return self._send_xclient(address)
         login = self.login
         if login is None:
             self._stage = _Stage.DONE
             return [LoginSucceeded(reply=UpstreamReply(text=_NO_AUTH_NEEDED))]
         return self._send_auth(login)
+
+    # XCLIENT ---------------------------------------------------------------
+
+    def _send_xclient(self, address: ClientAddress) -> list[UpstreamOutput]:
+        # Sent after STARTTLS, so no one on the path can alter the address.
+        # Postfix's XCLIENT_README gives the forms: an IPv6 address with an
+        # "IPV6:" prefix and every value in xtext (RFC 3461 section 4).
+        host = address.host.encode()
+        if address.is_ipv6:
+            host = b"IPV6:" + host
+        command = b"XCLIENT ADDR=" + _xtext(host)
+        if address.port is not None and b"PORT" in self._xclient_attributes:
+            command += b" PORT=%d" % address.port
+        self._stage = _Stage.XCLIENT
+        return [Reply(data=command + b"\r\n")]
+
+    def _xclient_reply(self, reply: SmtpReply) -> list[UpstreamOutput]:
+        if reply.code == 220:
+            # The server started over as for a new connection (Postfix
+            # 2.3 and later), so it expects EHLO again.
+            return self._send_ehlo()
+        # A rejected XCLIENT leaves the session as it was after EHLO, and
+        # only costs the address in the server's log.
+        return self._after_ehlo()
 
     # AUTH ------------------------------------------------------------------
 
@@ -194,6 +237,18 @@ class SmtpUpstreamMachine(UpstreamMachine):
         return [
             LoginFailed(reason="upstream rejected the mail login", reply=upstream_reply)
         ]
+
+
+def _xtext(value: bytes) -> bytes:
+    """Encode ``value`` as xtext (RFC 3461 section 4).
+
+    "+", "=" and every byte outside printable ASCII become "+" and two
+    upper-case hex digits.
+    """
+    return b"".join(
+        b"+%02X" % byte if byte in b"+=" or not 0x21 <= byte <= 0x7E else bytes([byte])
+        for byte in value
+    )
 
 
 def _unavailable(reason: str) -> LoginFailed:
