@@ -1,9 +1,11 @@
 """AAA server groups: the back ends that check the VPN part of a login.
 
-Every group type implements :class:`AaaGroup`. Only ``local``
-(:class:`~mailproxy_core.proxy.users.LocalAaaGroup`) exists so far. LDAP
-and RADIUS groups plug in through the same interface and get a branch in
-:func:`~mailproxy_core.proxy.aaagroups.build_aaa_group`.
+Every group type implements :class:`AaaGroup`: ``local``
+(:class:`~mailproxy_core.proxy.users.LocalAaaGroup`), ``ldap``
+(:class:`~mailproxy_core.proxy.ldapgroup.LdapAaaGroup`) and ``radius``
+(:class:`~mailproxy_core.proxy.radiusgroup.RadiusAaaGroup`).
+:func:`~mailproxy_core.proxy.aaagroups.build_aaa_group` creates them from
+the configuration.
 """
 
 from __future__ import annotations
