@@ -152,6 +152,8 @@ class Session(abc.ABC):
         if self._closed:
             return []
         if not data:
+            # NOTE: end of stream closes both sides at once, so a client that
+            # half-closes after pipelining commands gets no replies to them.
             return self._close("client closed the connection")
         if self._state is _S.AUTHENTICATED:
             return [ForwardData(direction=Direction.TO_UPSTREAM, data=data)]
