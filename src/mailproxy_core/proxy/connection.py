@@ -295,6 +295,9 @@ class ProxyConnection:
                 return
 
     async def _read_client(self) -> bytes | None:
+        # NOTE: every read restarts the idle timer, so a client that trickles
+        # one byte at a time stays connected before login until the command
+        # or buffer limit ends it; the session limit bounds how many can.
         try:
             async with asyncio.timeout(self._idle_seconds()) as deadline:
                 self._read_deadline = deadline
@@ -311,9 +314,6 @@ class ProxyConnection:
         return timeouts.idle_unauthenticated
 
     def _restart_idle_timer(self) -> None:
-        # NOTE: any byte restarts the timer, so a client that trickles one
-        # byte at a time stays connected before login until the command or
-        # buffer limit ends it; the session limit bounds how many can.
         # The login finishes in the upstream task while the client task
         # waits for the client, so the running wait gets the new limit.
         deadline = self._read_deadline
