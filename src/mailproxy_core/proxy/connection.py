@@ -296,8 +296,8 @@ class ProxyConnection:
 
     async def _read_client(self) -> bytes | None:
         # NOTE: every read restarts the idle timer, so a client that trickles
-        # one byte at a time stays connected before login until the command
-        # or buffer limit ends it; the session limit bounds how many can.
+        # one byte at a time can stay connected before login for hours; the
+        # session limit bounds how many such connections there can be.
         try:
             async with asyncio.timeout(self._idle_seconds()) as deadline:
                 self._read_deadline = deadline
