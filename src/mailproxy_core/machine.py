@@ -26,7 +26,7 @@ from .sasl import (
     encode_xoauth2,
 )
 from .secrets import Secret
-from .settings import Limits, UpstreamServer
+from .settings import AuthMethod, Limits, SessionSettings, UpstreamServer
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -233,8 +233,13 @@ class ClientMachine(abc.ABC):
     SASL_BAD_INITIAL = b""
     SASL_BAD_RESPONSE = b""
     SASL_CANCELLED = b""
+    #: The reply, without CRLF, to a line over the framing limit.
+    LINE_TOO_LONG = b""
 
-    def __init__(self, limits: Limits, *, max_line: int) -> None:
+    def __init__(
+        self, settings: SessionSettings, limits: Limits, *, max_line: int
+    ) -> None:
+        self._settings = settings
         self._limits = limits
         self._buffer = LineBuffer(max_line=max_line)
         self._holding = False
@@ -251,6 +256,45 @@ class ClientMachine(abc.ABC):
         if self._holding:
             return []
         return self._process()
+
+    def sasl_mechanisms(self) -> list[bytes]:
+        """Return the SASL mechanisms offered before login.
+
+        Bearer tokens are offered only without ``aaa``: with it the password
+        field must carry the VPN password too, which a token cannot.
+        """
+        names = [b"PLAIN", b"LOGIN"]
+        if AuthMethod.AAA not in self._settings.methods:
+            names += [b"XOAUTH2", b"OAUTHBEARER"]
+        return names
+
+    def _process(self) -> list[ClientOutput]:
+        outputs: list[ClientOutput] = []
+        while not self._holding:
+            try:
+                step = self._next_step()
+            except LineTooLongError:
+                return [*outputs, *self._fatal(self.LINE_TOO_LONG, "line too long")]
+            if step is None:
+                break
+            outputs.extend(step)
+            # Bytes after STARTTLS, a close or a fatal error are not parsed.
+            if any(_ends_parsing(output) for output in step):
+                break
+        return outputs
+
+    def _next_step(self) -> list[ClientOutput] | None:
+        """Parse one buffered line, or return ``None`` when none is whole."""
+        line = self._buffer.next_line()
+        if line is None:
+            return None
+        if self._sasl is not None:
+            return self._sasl_response(line)
+        return self._command(line)
+
+    def _command(self, line: bytes) -> list[ClientOutput]:
+        """Run one command line; protocols that read lines override it."""
+        raise NotImplementedError
 
     def resume(self) -> list[ClientOutput]:
         """Parse the bytes held while the failed login was under way."""
@@ -333,10 +377,6 @@ class ClientMachine(abc.ABC):
         return [Reply(data=reply + b"\r\n"), Violation(message=message, fatal=True)]
 
     @abc.abstractmethod
-    def _process(self) -> list[ClientOutput]:
-        """Parse buffered commands until a login starts or bytes run out."""
-
-    @abc.abstractmethod
     def _overflow_reply(self) -> bytes:
         """Return the reply, without CRLF, for too many buffered bytes."""
 
@@ -367,6 +407,12 @@ class ClientMachine(abc.ABC):
     @abc.abstractmethod
     def goodbye(self, text: str) -> bytes:
         """Return the protocol's goodbye (``* BYE``, ``-ERR``, ``421``)."""
+
+
+def _ends_parsing(output: ClientOutput) -> bool:
+    if isinstance(output, (CloseRequested, TlsRequested)):
+        return True
+    return isinstance(output, Violation) and output.fatal
 
 
 class UpstreamMachine(abc.ABC):

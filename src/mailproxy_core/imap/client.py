@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Final
 
 from ..errors import MailProxyError
-from ..framing import LineTooLongError, parse_literal_suffix
+from ..framing import parse_literal_suffix
 from ..machine import (
     ClientMachine,
     ClientOutput,
@@ -26,7 +26,7 @@ from ..machine import (
 )
 from ..sasl import Mechanism
 from ..secrets import Secret
-from ..settings import AuthMethod, Limits, SessionSettings
+from ..settings import Limits, SessionSettings
 from .syntax import (
     Atom,
     ImapSyntaxError,
@@ -65,6 +65,7 @@ class ImapClientMachine(ClientMachine):
     SASL_BAD_INITIAL = b"BAD Invalid SASL initial response"
     SASL_BAD_RESPONSE = b"BAD Invalid SASL response"
     SASL_CANCELLED = b"BAD Authentication cancelled"
+    LINE_TOO_LONG = b"* BAD Line too long"
 
     def __init__(
         self, settings: SessionSettings, limits: Limits, *, imap4rev2: bool = False
@@ -72,8 +73,9 @@ class ImapClientMachine(ClientMachine):
         # Framing allows SASL-sized lines, so that AUTHENTICATE with a long
         # initial response (RFC 4959) fits; _command_line applies the
         # command-line limit to every other line.
-        super().__init__(limits, max_line=max(limits.max_line, limits.max_sasl_line))
-        self._settings = settings
+        super().__init__(
+            settings, limits, max_line=max(limits.max_line, limits.max_sasl_line)
+        )
         self._imap4rev2 = imap4rev2
         self._segments: list[bytes] = []
         self._literals: list[bytes] = []
@@ -137,30 +139,9 @@ class ImapClientMachine(ClientMachine):
         names += [b"SASL-IR", b"LITERAL+", b"ID"]
         if not self._tls_active:
             return [*names, b"STARTTLS", b"LOGINDISABLED"]
-        names += [b"AUTH=PLAIN", b"AUTH=LOGIN"]
-        if AuthMethod.AAA not in self._settings.methods:
-            # Bearer tokens replace the mail password; with aaa the password
-            # field must carry the VPN password too, which a token cannot.
-            names += [b"AUTH=XOAUTH2", b"AUTH=OAUTHBEARER"]
-        return names
+        return [*names, *(b"AUTH=" + name for name in self.sasl_mechanisms())]
 
     # Framing -------------------------------------------------------------
-
-    def _process(self) -> list[ClientOutput]:
-        outputs: list[ClientOutput] = []
-        while not self._holding:
-            try:
-                step = self._next_step()
-            except LineTooLongError:
-                return [*outputs, *self._fatal(b"* BAD Line too long", "line too long")]
-            if step is None:
-                break
-            outputs.extend(step)
-            if any(isinstance(o, (CloseRequested, TlsRequested)) for o in step):
-                break
-            if any(isinstance(o, Violation) and o.fatal for o in step):
-                break
-        return outputs
 
     def _next_step(self) -> list[ClientOutput] | None:
         if self._literal_size is not None:
@@ -180,7 +161,7 @@ class ImapClientMachine(ClientMachine):
 
     def _command_line(self, line: bytes) -> list[ClientOutput]:
         if len(line) + 2 > self._limits.max_line and not _is_authenticate(line):
-            return self._fatal(b"* BAD Line too long", "line too long")
+            return self._fatal(self.LINE_TOO_LONG, "line too long")
         try:
             announced = parse_literal_suffix(line)
         except MailProxyError:

@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Final
 
-from ..framing import LineTooLongError
 from ..machine import (
     ClientMachine,
     ClientOutput,
@@ -25,7 +24,7 @@ from ..machine import (
 )
 from ..sasl import Mechanism
 from ..secrets import Secret
-from ..settings import AuthMethod, Limits, SessionSettings
+from ..settings import Limits, SessionSettings
 
 # Commands of the TRANSACTION state (RFC 1939 section 5, RFC 2449); before
 # login they get "-ERR Log in first".
@@ -47,12 +46,12 @@ class PopClientMachine(ClientMachine):
     SASL_BAD_INITIAL = b"-ERR Invalid SASL initial response"
     SASL_BAD_RESPONSE = b"-ERR Invalid SASL response"
     SASL_CANCELLED = b"-ERR Authentication cancelled"
+    LINE_TOO_LONG = b"-ERR Line too long"
 
     def __init__(self, settings: SessionSettings, limits: Limits) -> None:
         # Framing allows SASL-sized lines, so that AUTH with a long initial
         # response fits; _command applies the shorter limit to the rest.
-        super().__init__(limits, max_line=limits.max_sasl_line)
-        self._settings = settings
+        super().__init__(settings, limits, max_line=limits.max_sasl_line)
         self._user: str | None = None
         self._tls_active = not settings.starttls_required
         self._commands = 0
@@ -97,33 +96,7 @@ class PopClientMachine(ClientMachine):
     def _overflow_reply(self) -> bytes:
         return b"-ERR Too much data before authentication"
 
-    def mechanisms(self) -> list[bytes]:
-        """Return the SASL mechanisms offered before login."""
-        names = [b"PLAIN", b"LOGIN"]
-        if AuthMethod.AAA not in self._settings.methods:
-            # A bearer token replaces the mail password; with aaa the
-            # password must carry the VPN password too.
-            names += [b"XOAUTH2", b"OAUTHBEARER"]
-        return names
-
     # Framing and dispatch -----------------------------------------------
-
-    def _process(self) -> list[ClientOutput]:
-        outputs: list[ClientOutput] = []
-        while not self._holding:
-            try:
-                line = self._buffer.next_line()
-            except LineTooLongError:
-                return [*outputs, *self._fatal(b"-ERR Line too long", "line too long")]
-            if line is None:
-                break
-            step = self._sasl_response(line) if self._sasl else self._command(line)
-            outputs.extend(step)
-            if any(isinstance(o, (CloseRequested, TlsRequested)) for o in step):
-                break
-            if any(isinstance(o, Violation) and o.fatal for o in step):
-                break
-        return outputs
 
     def _command(self, line: bytes) -> list[ClientOutput]:
         self._commands += 1
@@ -134,7 +107,7 @@ class PopClientMachine(ClientMachine):
         # line with an initial response is a deliberate leniency for OAuth
         # bearer tokens, bounded by the SASL line limit.
         if len(line) + 2 > self._limits.max_line and name.upper() != b"AUTH":
-            return self._fatal(b"-ERR Line too long", "line too long")
+            return self._fatal(self.LINE_TOO_LONG, "line too long")
         if b"\x00" in line:
             return self._error(b"NUL in command")
         handler = self._handlers.get(name.upper())
@@ -153,7 +126,7 @@ class PopClientMachine(ClientMachine):
         # RFC 2449 section 5: the capability list is a multi-line response.
         lines = [b"+OK Capability list follows"]
         if self._tls_active:
-            lines += [b"USER", b"SASL " + b" ".join(self.mechanisms())]
+            lines += [b"USER", b"SASL " + b" ".join(self.sasl_mechanisms())]
         else:
             lines.append(b"STLS")
         lines += [
@@ -197,12 +170,12 @@ class PopClientMachine(ClientMachine):
             return self._error(b"Use STLS first")
         if not argument:
             # A bare AUTH lists the mechanisms, as RFC 1734 clients expect.
-            names = self.mechanisms()
+            names = self.sasl_mechanisms()
             data = b"+OK\r\n" + b"".join(n + b"\r\n" for n in names) + b".\r\n"
             return [Reply(data=data)]
         name, _, initial = argument.partition(b" ")
         mechanism = Mechanism.parse(name)
-        if mechanism is None or name.upper() not in self.mechanisms():
+        if mechanism is None or name.upper() not in self.sasl_mechanisms():
             return self._error(b"Unsupported authentication mechanism")
         return self._start_sasl(mechanism, initial or None)
 

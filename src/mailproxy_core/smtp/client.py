@@ -13,7 +13,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
-from ..framing import LineTooLongError
 from ..machine import (
     ClientMachine,
     ClientOutput,
@@ -24,7 +23,7 @@ from ..machine import (
     Violation,
 )
 from ..sasl import Mechanism
-from ..settings import AuthMethod, Limits, SessionSettings
+from ..settings import Limits, SessionSettings
 
 # Commands that need authentication at a submission server (RFC 4954
 # section 6 names 530 5.7.0 for them).
@@ -67,14 +66,14 @@ class SmtpClientMachine(ClientMachine):
     SASL_BAD_RESPONSE = b"501 5.5.2 Invalid SASL response"
     # RFC 4954 section 4: a cancelled exchange gets 501.
     SASL_CANCELLED = b"501 5.0.0 Authentication cancelled"
+    LINE_TOO_LONG = b"500 5.5.2 Line too long"
 
     def __init__(
         self, settings: SessionSettings, limits: Limits, options: SmtpOptions
     ) -> None:
         # Framing allows SASL-sized lines, so that AUTH with a long initial
         # response fits; _command applies the shorter limit to the rest.
-        super().__init__(limits, max_line=limits.max_sasl_line)
-        self._settings = settings
+        super().__init__(settings, limits, max_line=limits.max_sasl_line)
         self._options = options
         self._tls_active = not settings.starttls_required
         self._commands = 0
@@ -126,13 +125,6 @@ class SmtpClientMachine(ClientMachine):
     def _overflow_reply(self) -> bytes:
         return b"421 4.7.0 Too much data before authentication"
 
-    def mechanisms(self) -> list[bytes]:
-        """Return the SASL mechanisms offered in the EHLO reply."""
-        names = [b"PLAIN", b"LOGIN"]
-        if AuthMethod.AAA not in self._settings.methods:
-            names += [b"XOAUTH2", b"OAUTHBEARER"]
-        return names
-
     def extensions(self) -> list[bytes]:
         """Return the EHLO keywords, in the order they are announced."""
         options = self._options
@@ -145,39 +137,18 @@ class SmtpClientMachine(ClientMachine):
             keywords.append(b"SMTPUTF8")
         keywords.append(b"ENHANCEDSTATUSCODES")
         if self._tls_active:
-            keywords.append(b"AUTH " + b" ".join(self.mechanisms()))
+            keywords.append(b"AUTH " + b" ".join(self.sasl_mechanisms()))
         else:
             keywords.append(b"STARTTLS")
         return keywords
 
     # Framing and dispatch -----------------------------------------------
 
-    def _process(self) -> list[ClientOutput]:
-        outputs: list[ClientOutput] = []
-        while not self._holding:
-            try:
-                line = self._buffer.next_line()
-            except LineTooLongError:
-                return [
-                    *outputs,
-                    *self._fatal(b"500 5.5.2 Line too long", "500 5.5.2 Line too long"),
-                ]
-            if line is None:
-                break
-            step = self._sasl_response(line) if self._sasl else self._command(line)
-            outputs.extend(step)
-            if any(isinstance(o, (CloseRequested, TlsRequested)) for o in step):
-                break
-            if any(isinstance(o, Violation) and o.fatal for o in step):
-                break
-        return outputs
-
     def _command(self, line: bytes) -> list[ClientOutput]:
         self._commands += 1
         if self._commands > self._limits.max_commands:
             return self._fatal(
-                b"421 4.7.0 Too many commands before authentication",
-                "421 4.7.0 Too many commands before authentication",
+                b"421 4.7.0 Too many commands before authentication", "command limit"
             )
         verb, _, argument = line.partition(b" ")
         verb = verb.upper()
@@ -185,7 +156,7 @@ class SmtpClientMachine(ClientMachine):
         # longer AUTH line with an initial response is a deliberate leniency
         # for OAuth bearer tokens, bounded by the SASL line limit.
         if len(line) + 2 > self._limits.max_line and verb != b"AUTH":
-            return self._fatal(b"500 5.5.2 Line too long", "500 5.5.2 Line too long")
+            return self._fatal(self.LINE_TOO_LONG, "line too long")
         if b"\x00" in line:
             return self._error(b"500 5.5.2 NUL in command")
         handler = self._handlers.get(verb)
@@ -219,7 +190,7 @@ class SmtpClientMachine(ClientMachine):
             return self._error(b"503 5.5.1 Send EHLO first")
         name, _, initial = argument.partition(b" ")
         mechanism = Mechanism.parse(name)
-        if mechanism is None or name.upper() not in self.mechanisms():
+        if mechanism is None or name.upper() not in self.sasl_mechanisms():
             return self._error(b"504 5.5.4 Unrecognized authentication type")
         return self._start_sasl(mechanism, initial.strip() or None)
 
