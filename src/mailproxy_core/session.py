@@ -69,7 +69,6 @@ class Session(abc.ABC):
         self._client_address: str | None = None
         self._client_port: int | None = None
         self._certificate_subject: Subject | None = None
-        self._upstream_open = False
         self._awaiting_tls: Side | None = None
         self._closed = False
         #: The AAA group of the user, as the last ``aaa`` result reported it.
@@ -248,7 +247,6 @@ class Session(abc.ABC):
             self._upstream_login(),
             client_address=self._address_to_forward(server),
         )
-        self._upstream_open = True
         return []
 
     def upstream_failed(self, reason: str) -> list[Event]:
@@ -493,10 +491,9 @@ class Session(abc.ABC):
 
     def _reset_login(self) -> list[Event]:
         events: list[Event] = []
-        if self._upstream_open:
+        if self._upstream is not None:
             events.append(CloseUpstream(reason="upstream login ended without success"))
         self._upstream = None
-        self._upstream_open = False
         self._selected = None
         self._awaiting_tls = None
         self._login = None
