@@ -242,7 +242,7 @@ def test_command_fragments_raise_nothing(parts: list[bytes]) -> None:
         session.authentication_result(AuthMethod.AAA, success=False, reason="no")
 
 
-def test_upstream_bytes_after_go_ahead_same_in_any_split() -> None:
+def test_early_upstream_bytes_any_split() -> None:
     server = UpstreamServer(
         name="mail", host="127.0.0.1", port=10143, tls=UpstreamTLS.STARTTLS
     )

@@ -17,7 +17,7 @@ from .errors import LocalProtocolError
 
 
 class ConnectionState(enum.Enum):
-    """Where a client connection stands in the login."""
+    """The position of a client connection in the login."""
 
     # Members are singletons, so identity hashing is correct, and it avoids
     # the Python-level Enum.__hash__ of CPython 3.11 on every lookup.

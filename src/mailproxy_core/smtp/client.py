@@ -34,7 +34,7 @@ _Handler = Callable[[bytes], list[ClientOutput]]
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SmtpOptions:
-    """What the SMTP listener announces in its greeting and EHLO reply.
+    """The host name and extensions of the SMTP listener's greeting and EHLO.
 
     :param hostname: the name in the greeting and the EHLO reply.
     :param size: the ``SIZE`` limit in octets (RFC 1870), or ``None`` to
