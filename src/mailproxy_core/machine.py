@@ -109,8 +109,8 @@ class LoginFailed:
     :param reason: why, for the log.
     :param reply: the upstream's rejection to pass to the client, or
         ``None`` to send the proxy's own failure reply.
-    :param unavailable: the upstream cannot serve logins at all (it said
-        goodbye, or offers no usable mechanism), as opposed to rejecting
+    :param unavailable: the upstream cannot serve logins at all (it sent
+        a goodbye, or offers no usable mechanism), as opposed to rejecting
         these credentials.
     """
 

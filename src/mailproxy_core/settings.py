@@ -54,7 +54,7 @@ class UpstreamServer:
     :param port: TCP port.
     :param tls: how to protect the connection.
     :param verify: whether the driver verifies the server's certificate.
-    :param forward_client_address: whether the upstream machine tells the
+    :param forward_client_address: whether the upstream machine sends the
         server the client's address before the login: IMAP ``ID`` with
         ``x-originating-ip`` and ``x-originating-port``, SMTP and POP3
         ``XCLIENT ADDR= PORT=``. It is sent only when the server offers
